@@ -1,0 +1,1 @@
+"""One module per `weakcorr` subcommand; each defines `add_parser(subparsers)`."""
