@@ -17,7 +17,7 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "src" / "weakcorr"
 LAYERS: dict[str, int] = {
     "__init__": 0, "_memory": 1, "functional": 1,
     "correlations": 2, "ntk": 2, "linearize": 2, "tensornorm": 2, "asymptotics": 2,
-    "_correlations": 2, "_ntk": 2,
+    "_correlations": 2, "_ntk": 2, "_mlp_taylor": 2,
     "train": 3, "_train": 3, "_vmap_train": 3,
     "models": 4, "data": 4, "_idx": 4,
     "config": 5, "experiments": 5, "_a1": 5, "presets": 5, "_corr_experiment": 5,
