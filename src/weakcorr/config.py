@@ -1,0 +1,604 @@
+"""Experiment configs for width sweeps (paper App. A.2, Fig. 4), validated on load.
+
+A sweep config is a YAML mapping with the sections ``model``, ``data``, ``training``,
+``seeds``, ``logging`` (and optional ``name``, ``description``, ``execution``). It expands into
+one run per (width, α, seed); each run trains a network beside its linearization with
+
+.. math:: \\eta = \\eta_0 \\, n^{\\alpha} \\, r(n)
+
+(paper Eq. 29, with an optional reparametrisation factor ``r(n)`` written as an expression of
+``n``, e.g. ``"sqrt(n) / 32"``). Presets ship inside the package: ``paper-a2`` (the paper's
+protocol, for GPUs), ``cpu`` (the same protocol on MNIST-5k for a 2-core CPU) and ``demo``
+(end to end in under three minutes).
+
+Every validation error is a ``ValueError`` that names the field by its dotted path
+(``training.alphas[2]``), what was received and how to fix it.
+
+>>> from weakcorr import config
+>>> cfg = config.load("demo")
+>>> runs = config.expand(cfg)
+>>> len(runs) == len(cfg.model.widths) * len(cfg.training.alphas) * len(cfg.seeds)
+True
+>>> config.lr_at(config.TrainingConfig(steps=1, batch_size=1, lr0=0.1, alphas=(-1.0,)), 100, -1.0)
+0.001
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import enum
+import importlib.resources
+import math
+import pathlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Activation", "DataConfig", "ExecutionConfig", "LoggingConfig", "Loss", "ModelConfig",
+    "Parameterization", "SweepConfig", "TrainingConfig", "apply_overrides", "evaluate_expression",
+    "expand", "from_dict", "geometric_widths", "list_presets", "load", "lr_at", "to_dict",
+]
+
+
+class Activation(enum.StrEnum):
+    """Hidden-layer activations of ``models.mlp``."""
+
+    RELU = "relu"
+    GELU = "gelu"
+    ERF = "erf"
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+
+
+class Parameterization(enum.StrEnum):
+    """Parameterizations of ``models.mlp``."""
+
+    STANDARD = "standard"
+    NTK = "ntk"
+    MUP = "mup"
+
+
+class Loss(enum.StrEnum):
+    """Training losses of ``train.paired_sgd``."""
+
+    MSE = "mse"
+    XENT = "xent"
+
+
+DATASETS = ("mnist5k", "digits", "teacher", "mnist", "fashion-mnist", "cifar10")
+DTYPES = ("float32", "float64")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The MLP ``d_in → n → … → n → d_out`` (``depth`` hidden layers of width ``n``)."""
+
+    widths: tuple[int, ...]
+    depth: int = 2
+    activation: str = Activation.GELU.value
+    parameterization: str = Parameterization.STANDARD.value
+    output_scale: float = 1.0
+    bias: bool = True
+    sigma_w: float | None = None
+    sigma_b: float | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The dataset (``weakcorr.data.load``); ``seed`` picks the subset, the same for all runs."""
+
+    name: str
+    n_train: int
+    n_test: int
+    data_dir: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Paired SGD of f and f_lin: ``lr = lr0 · n**alpha · r(n)`` for each ``alpha``."""
+
+    steps: int
+    batch_size: int
+    lr0: float
+    alphas: tuple[float, ...]
+    lr_factor: str = "1"
+    loss: str = Loss.MSE.value
+    dtype: str = "float32"
+    full_batch: bool = False
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """Step-wise logs: losses and batch discrepancy every ``every`` steps."""
+
+    every: int = 10
+    eval_every: int | None = None
+    probe_ntk: bool = False
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How runs execute; never part of a run's identity (its hash).
+
+    ``seed_batch``: train up to this many seeds of one (width, α) together (stacked weights;
+    same results as one after another), only for widths up to ``seed_batch_max_width``.
+    """
+
+    seed_batch: int = 1
+    seed_batch_max_width: int = 256
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A validated sweep: the grid widths × alphas × seeds over one model/data/training setup."""
+
+    model: ModelConfig
+    data: DataConfig
+    training: TrainingConfig
+    seeds: tuple[int, ...]
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    name: str = "sweep"
+    description: str = ""
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig, "data": DataConfig, "training": TrainingConfig,
+    "logging": LoggingConfig, "execution": ExecutionConfig,
+}
+_TOP_KEYS = ("name", "description", "model", "data", "training", "seeds", "logging", "execution")
+
+
+# --------------------------------------------------------------------------- r(n) expressions
+
+_FUNCS: dict[str, Callable[[float], float]] = {"sqrt": math.sqrt, "log": math.log, "exp": math.exp}
+_BINOPS: dict[type, Callable[[float, float], float]] = {
+    ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a**b,
+}
+
+
+def _parse_expression(expr: str) -> ast.expr:
+    """Parse ``expr`` and check it uses only numbers, ``n``, + - * / **, sqrt, log, exp."""
+    try:
+        tree = ast.parse(expr.strip(), mode="eval").body
+    except SyntaxError as err:
+        raise ValueError(f"cannot parse expression {expr!r}: {err.msg}") from None
+    callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
+    for node in ast.walk(tree):
+        ok = isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Call,
+                               ast.operator, ast.unaryop, ast.Load))
+        if isinstance(node, ast.BinOp):
+            ok = type(node.op) in _BINOPS
+        elif isinstance(node, ast.UnaryOp):
+            ok = isinstance(node.op, (ast.UAdd, ast.USub))
+        elif isinstance(node, ast.Constant):
+            ok = type(node.value) in (int, float)
+        elif isinstance(node, ast.Name):
+            ok = node.id == "n" or (id(node) in callees and node.id in _FUNCS)
+        elif isinstance(node, ast.Call):
+            ok = (isinstance(node.func, ast.Name) and node.func.id in _FUNCS
+                  and len(node.args) == 1 and not node.keywords)
+        elif isinstance(node, (ast.operator, ast.unaryop)):
+            ok = type(node) in _BINOPS or isinstance(node, (ast.UAdd, ast.USub))
+        if not ok:
+            raise ValueError(
+                f"expression {expr!r} may use only numbers, `n`, + - * / ** and "
+                f"{', '.join(sorted(_FUNCS))}; found `{ast.unparse(node)}`"
+            )
+    return tree
+
+
+def _eval_node(node: ast.expr, n: float) -> float:
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return float(n)
+    if isinstance(node, ast.UnaryOp):
+        value = _eval_node(node.operand, n)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp):
+        return _BINOPS[type(node.op)](_eval_node(node.left, n), _eval_node(node.right, n))
+    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)  # checked by the parser
+    return _FUNCS[node.func.id](_eval_node(node.args[0], n))
+
+
+def evaluate_expression(expr: str, n: float) -> float:
+    """Evaluate an arithmetic expression of ``n`` without ``eval``.
+
+    Args:
+        expr: numbers, the variable ``n``, ``+ - * / **``, parentheses and the functions
+            ``sqrt``, ``log``, ``exp`` (e.g. ``"sqrt(n) / 32"``).
+        n: the width.
+
+    Returns:
+        The value as a float.
+
+    Raises:
+        ValueError: if ``expr`` uses anything else or cannot be evaluated at ``n``.
+
+    >>> evaluate_expression("2 * sqrt(n) - 1", 16)
+    7.0
+    """
+    tree = _parse_expression(expr)
+    try:
+        return float(_eval_node(tree, n))
+    except (ArithmeticError, ValueError) as err:
+        raise ValueError(f"expression {expr!r} cannot be evaluated at n = {n}: {err}") from None
+
+
+def lr_at(training: TrainingConfig, width: int, alpha: float) -> float:
+    """The learning rate ``lr0 · width**alpha · r(width)`` (paper Eq. 29 times ``r``)."""
+    return training.lr0 * float(width) ** alpha * evaluate_expression(training.lr_factor, width)
+
+
+def geometric_widths(start: int, stop: int, per_doubling: int) -> tuple[int, ...]:
+    """Widths ``round(start · 2**(k / per_doubling))`` up to ``stop`` (paper Eq. 28).
+
+    >>> geometric_widths(2048, 19484, 4)[:5]
+    (2048, 2435, 2896, 3444, 4096)
+    """
+    out: list[int] = []
+    k = 0
+    while (w := start * 2.0 ** (k / per_doubling)) <= stop * (1 + 1e-9):
+        out.append(int(math.floor(w + 0.5)))
+        k += 1
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _fail(path: str, value: Any, need: str) -> ValueError:
+    return ValueError(f"`{path}` must be {need}, got {_describe(value)}")
+
+
+def _int(path: str, value: Any, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        else:
+            raise _fail(path, value, "an integer" + (f" >= {minimum}" if minimum is not None else ""))
+    if minimum is not None and value < minimum:
+        raise _fail(path, value, f"an integer >= {minimum}")
+    return int(value)
+
+
+def _float(path: str, value: Any, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(path, value, "a finite number" + (" > 0" if positive else "") + " (e.g. 0.1)")
+    if positive and value <= 0:
+        raise _fail(path, value, "a number > 0")
+    return float(value)
+
+
+def _bool(path: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(path, value, "true or false")
+    return value
+
+
+def _choice(path: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(
+            f"`{path}` must be one of {', '.join(map(repr, allowed))}, got {_describe(value)}"
+        )
+    return value
+
+
+def _str(path: str, value: Any, *, optional: bool = False) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str):
+        raise _fail(path, value, "a string" + (" or null" if optional else ""))
+    return value
+
+
+def _mapping(path: str, value: Any, valid: tuple[str, ...]) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(path, value, f"a mapping with keys {', '.join(valid)}")
+    unknown = [k for k in value if k not in valid]
+    if unknown:
+        where = f"in `{path}`" if path else "at the top level"
+        raise ValueError(
+            f"unknown key `{(path + '.') if path else ''}{unknown[0]}` {where}; "
+            f"valid keys: {', '.join(valid)}"
+        )
+    return dict(value)
+
+
+def _required(path: str, raw: Mapping[str, Any], key: str, example: str) -> Any:
+    if key not in raw:
+        raise ValueError(f"`{path}.{key}` is missing; add it, e.g. `{key}: {example}`")
+    return raw[key]
+
+
+def _widths(path: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, Mapping):
+        spec = _mapping(path, value, ("start", "stop", "per_doubling"))
+        for key, example in (("start", "64"), ("stop", "1024"), ("per_doubling", "4")):
+            _required(path, spec, key, example)
+        start = _int(f"{path}.start", spec["start"], minimum=1)
+        stop = _int(f"{path}.stop", spec["stop"], minimum=start)
+        per = _int(f"{path}.per_doubling", spec["per_doubling"], minimum=1)
+        return geometric_widths(start, stop, per)
+    if not isinstance(value, (list, tuple)) or not value:
+        raise _fail(path, value, "a non-empty list of integers or {start, stop, per_doubling}")
+    widths = tuple(_int(f"{path}[{i}]", w, minimum=1) for i, w in enumerate(value))
+    if len(set(widths)) != len(widths):
+        raise _fail(path, list(value), "a list without repeated widths")
+    return widths
+
+
+def _seeds(value: Any) -> tuple[int, ...]:
+    if isinstance(value, Mapping):
+        spec = _mapping("seeds", value, ("start", "count"))
+        start = _int("seeds.start", spec.get("start", 0), minimum=0)
+        count = _int("seeds.count", _required("seeds", spec, "count", "5"), minimum=1)
+        return tuple(range(start, start + count))
+    if isinstance(value, (list, tuple)):
+        if not value:
+            raise _fail("seeds", value, "a count, a non-empty list or {start, count}")
+        seeds = tuple(_int(f"seeds[{i}]", s, minimum=0) for i, s in enumerate(value))
+        if len(set(seeds)) != len(seeds):
+            raise _fail("seeds", list(value), "a list without repeated seeds")
+        return seeds
+    return tuple(range(_int("seeds", value, minimum=1)))
+
+
+def _model(raw: Any) -> ModelConfig:
+    raw = _mapping("model", raw, _field_names(ModelConfig))
+    sigma = {k: None if raw.get(k) is None else _float(f"model.{k}", raw[k], positive=True)
+             for k in ("sigma_w", "sigma_b")}
+    return ModelConfig(
+        widths=_widths("model.widths", _required("model", raw, "widths", "[64, 128, 256]")),
+        depth=_int("model.depth", raw.get("depth", 2), minimum=1),
+        activation=_choice("model.activation", raw.get("activation", "gelu"),
+                           tuple(a.value for a in Activation)),
+        parameterization=_choice("model.parameterization", raw.get("parameterization", "standard"),
+                                 tuple(p.value for p in Parameterization)),
+        output_scale=_float("model.output_scale", raw.get("output_scale", 1.0), positive=True),
+        bias=_bool("model.bias", raw.get("bias", True)),
+        **sigma,
+    )
+
+
+def _data(raw: Any) -> DataConfig:
+    raw = _mapping("data", raw, _field_names(DataConfig))
+    data_dir = _str("data.data_dir", raw.get("data_dir"), optional=True)
+    return DataConfig(
+        name=_choice("data.name", _required("data", raw, "name", "mnist5k"), DATASETS),
+        n_train=_int("data.n_train", _required("data", raw, "n_train", "4000"), minimum=1),
+        n_test=_int("data.n_test", _required("data", raw, "n_test", "1000"), minimum=1),
+        data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
+        seed=_int("data.seed", raw.get("seed", 0), minimum=0),
+    )
+
+
+def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig:
+    raw = _mapping("training", raw, _field_names(TrainingConfig))
+    alphas_raw = _required("training", raw, "alphas", "[0, -0.5, -1]")
+    if not isinstance(alphas_raw, (list, tuple)) or not alphas_raw:
+        raise _fail("training.alphas", alphas_raw, "a non-empty list of numbers, e.g. [0, -0.5, -1]")
+    alphas = tuple(_float(f"training.alphas[{i}]", a) for i, a in enumerate(alphas_raw))
+    if len(set(alphas)) != len(alphas):
+        raise _fail("training.alphas", list(alphas_raw), "a list without repeated values")
+    batch_size = _int("training.batch_size", _required("training", raw, "batch_size", "128"),
+                      minimum=1)
+    if batch_size > n_train:
+        raise ValueError(f"`training.batch_size` must be <= data.n_train = {n_train}, got "
+                         f"{batch_size}; lower it or use more training data")
+    factor = raw.get("lr_factor", "1")
+    if isinstance(factor, (int, float)) and not isinstance(factor, bool):
+        factor = repr(factor)
+    factor = _str("training.lr_factor", factor)
+    assert factor is not None
+    out = TrainingConfig(
+        steps=_int("training.steps", _required("training", raw, "steps", "250"), minimum=1),
+        batch_size=batch_size,
+        lr0=_float("training.lr0", _required("training", raw, "lr0", "0.1"), positive=True),
+        alphas=alphas,
+        lr_factor=factor,
+        loss=_choice("training.loss", raw.get("loss", "mse"), tuple(x.value for x in Loss)),
+        dtype=_choice("training.dtype", raw.get("dtype", "float32"), DTYPES),
+        full_batch=_bool("training.full_batch", raw.get("full_batch", False)),
+    )
+    for w in widths:
+        try:
+            r = evaluate_expression(factor, w)
+        except ValueError as err:
+            raise ValueError(f"`training.lr_factor`: {err}; write an expression of n such as "
+                             "'sqrt(n) / 32'") from None
+        if not (math.isfinite(r) and r > 0):
+            raise ValueError(f"`training.lr_factor` = {factor!r} must be finite and > 0 at every "
+                             f"width, got {r} at n = {w}")
+    return out
+
+
+def _logging(raw: Any, steps: int) -> LoggingConfig:
+    raw = _mapping("logging", raw, _field_names(LoggingConfig))
+    eval_every = raw.get("eval_every")
+    return LoggingConfig(
+        every=_int("logging.every", raw.get("every", 10), minimum=1),
+        eval_every=None if eval_every is None else _int("logging.eval_every", eval_every, minimum=1),
+        probe_ntk=_bool("logging.probe_ntk", raw.get("probe_ntk", False)),
+    )
+
+
+def _execution(raw: Any) -> ExecutionConfig:
+    raw = _mapping("execution", raw, _field_names(ExecutionConfig))
+    return ExecutionConfig(
+        seed_batch=_int("execution.seed_batch", raw.get("seed_batch", 1), minimum=1),
+        seed_batch_max_width=_int("execution.seed_batch_max_width",
+                                  raw.get("seed_batch_max_width", 256), minimum=1),
+    )
+
+
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+
+def from_dict(raw: Any) -> SweepConfig:
+    """Validate a raw mapping (as read from YAML) into a :class:`SweepConfig`.
+
+    Raises:
+        ValueError: naming the offending field by its dotted path; unknown keys list the
+            valid ones.
+    """
+    raw = _mapping("", raw, _TOP_KEYS)
+    for section in ("model", "data", "training", "seeds"):
+        if section not in raw:
+            raise ValueError(f"section `{section}` is missing; a config needs "
+                             "model, data, training and seeds (see `weakcorr sweep demo`)")
+    model = _model(raw["model"])
+    data = _data(raw["data"])
+    training = _training(raw["training"], model.widths, data.n_train)
+    return SweepConfig(
+        model=model, data=data, training=training, seeds=_seeds(raw["seeds"]),
+        logging=_logging(raw.get("logging") or {}, training.steps),
+        execution=_execution(raw.get("execution") or {}),
+        name=_str("name", raw.get("name", "sweep")) or "sweep",
+        description=_str("description", raw.get("description", "")) or "",
+    )
+
+
+def to_dict(cfg: SweepConfig) -> dict[str, Any]:
+    """A plain, JSON/YAML-safe mapping that :func:`from_dict` turns back into ``cfg``."""
+    out = dataclasses.asdict(cfg)
+    out["model"]["widths"] = list(cfg.model.widths)
+    out["training"]["alphas"] = list(cfg.training.alphas)
+    out["seeds"] = list(cfg.seeds)
+    return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def list_presets() -> list[str]:
+    """Names of the presets shipped with the package (``paper-a2``, ``cpu``, ``demo``)."""
+    root = importlib.resources.files("weakcorr") / "presets"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ValueError(f"{source} is not valid YAML: {err}".replace("\n", " ")) from None
+
+
+def load_raw(source: str | pathlib.Path) -> dict[str, Any]:
+    """The raw mapping of a preset name or a YAML file (before validation).
+
+    Raises:
+        FileNotFoundError: if ``source`` is neither a preset nor an existing file.
+    """
+    path = pathlib.Path(source)
+    if isinstance(source, str) and source in list_presets() and not path.exists():
+        text = (importlib.resources.files("weakcorr") / "presets" / f"{source}.yaml").read_text()
+        raw = _read_yaml(text, f"preset {source!r}")
+    elif path.is_file():
+        raw = _read_yaml(path.read_text(), str(path))
+    else:
+        raise FileNotFoundError(f"no config file {str(source)!r} and no preset of that name; "
+                                f"presets: {', '.join(list_presets())}")
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source} must hold a YAML mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ValueError(f"`--set` takes key=value (e.g. training.steps=50), got {item!r}")
+    value = _read_yaml(text, f"the value in --set {item!r}") if text.strip() else None
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config.
+
+    >>> apply_overrides({"training": {"steps": 250}}, ["training.steps=20"])
+    {'training': {'steps': 20}}
+    """
+    out = copy.deepcopy(dict(raw))
+    for item in overrides:
+        keys, value = _parse_override(item)
+        if len(keys) == 1:
+            if keys[0] not in _TOP_KEYS:
+                raise ValueError(f"unknown key `{keys[0]}` in --set {item!r}; valid keys: "
+                                 f"{', '.join(_TOP_KEYS)}")
+            out[keys[0]] = value
+            continue
+        section, *rest = keys
+        if section not in _SECTIONS:
+            raise ValueError(f"unknown section `{section}` in --set {item!r}; sections with "
+                             f"sub-keys: {', '.join(_SECTIONS)}")
+        if len(rest) != 1:
+            raise ValueError(f"--set {item!r}: `{section}.{rest[0]}` has no sub-keys; "
+                             f"write {section}.{rest[0]}=VALUE")
+        node = out.get(section)
+        if node is None:
+            node = out[section] = {}
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {item!r}: `{section}` is not a mapping in the config")
+        node[rest[0]] = value
+    return out
+
+
+def load(source: str | pathlib.Path | Mapping[str, Any], overrides: list[str] | tuple[str, ...] = ()
+         ) -> SweepConfig:
+    """Load and validate a sweep config from a preset name, a YAML file or a mapping.
+
+    Args:
+        source: ``"paper-a2"``, ``"cpu"``, ``"demo"``, a path to a YAML file, or a mapping.
+        overrides: ``key.sub=value`` strings (``--set``), applied before validation.
+
+    Returns:
+        The validated :class:`SweepConfig`.
+
+    Raises:
+        ValueError: for any invalid field, naming it by its dotted path.
+        FileNotFoundError: for a missing file that is not a preset name either.
+    """
+    raw = dict(source) if isinstance(source, Mapping) else load_raw(source)
+    return from_dict(apply_overrides(raw, list(overrides)))
+
+
+# --------------------------------------------------------------------------- grid expansion
+
+
+def run_config(cfg: SweepConfig, width: int, alpha: float, seed: int) -> dict[str, Any]:
+    """The full, JSON-safe config of one run (what its id hashes)."""
+    model = dataclasses.asdict(cfg.model)
+    del model["widths"]
+    training = dataclasses.asdict(cfg.training)
+    del training["alphas"]
+    training.update(alpha=float(alpha), lr=lr_at(cfg.training, width, alpha))
+    return {
+        "model": {"width": int(width), **model},
+        "data": dataclasses.asdict(cfg.data),
+        "training": training,
+        "logging": dataclasses.asdict(cfg.logging),
+        "seed": int(seed),
+    }
+
+
+def expand(cfg: SweepConfig) -> list[dict[str, Any]]:
+    """All runs of the grid, ordered α, width, seed (one config dict per run).
+
+    Each dict holds ``model`` (with ``width``), ``data``, ``training`` (with ``alpha`` and the
+    resolved ``lr``), ``logging`` and ``seed``.
+    """
+    return [run_config(cfg, w, a, s)
+            for a in cfg.training.alphas for w in cfg.model.widths for s in cfg.seeds]

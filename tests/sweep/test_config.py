@@ -1,0 +1,205 @@
+"""Sweep configs: presets, grid expansion, lr = lr0 n^α r(n), and every validation message."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+
+import pytest
+
+from weakcorr import config
+
+BASE = {
+    "name": "t",
+    "model": {"widths": [8, 16], "depth": 2, "activation": "gelu"},
+    "data": {"name": "teacher", "n_train": 64, "n_test": 32},
+    "training": {"steps": 5, "batch_size": 16, "lr0": 0.1, "alphas": [0, -0.5, -1]},
+    "seeds": 3,
+    "logging": {"every": 2},
+}
+
+
+def _with(path: str, value: object) -> dict:
+    raw = copy.deepcopy(BASE)
+    node = raw
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return raw
+
+
+_DELETE = object()
+
+# (field path, bad value, fragments the message must contain)
+BAD = [
+    ("training.alphas", [0, -0.5, "x"], ["`training.alphas[2]`", "'x' (str)", "number"]),
+    ("training.alphas", [], ["`training.alphas`", "non-empty list"]),
+    ("training.alphas", [0, 0], ["`training.alphas`", "repeated"]),
+    ("training.steps", 0, ["`training.steps`", "0 (int)", ">= 1"]),
+    ("training.steps", _DELETE, ["`training.steps` is missing", "steps: 250"]),
+    ("training.lr0", -1, ["`training.lr0`", "-1 (int)", "> 0"]),
+    ("training.lr0", float("nan"), ["`training.lr0`", "finite"]),
+    ("training.batch_size", 100, ["`training.batch_size`", "n_train = 64", "100"]),
+    ("training.loss", "hinge", ["`training.loss`", "'mse'", "'hinge' (str)"]),
+    ("training.dtype", "float16", ["`training.dtype`", "'float32', 'float64'", "'float16'"]),
+    ("training.lr_factor", "__import__('os')", ["`training.lr_factor`", "only numbers", "`n`"]),
+    ("training.lr_factor", "n -", ["`training.lr_factor`", "cannot parse"]),
+    ("training.lr_factor", "n - 12", ["`training.lr_factor`", "> 0", "-4.0 at n = 8"]),
+    ("training.lr_factor", "log(n - 8)", ["`training.lr_factor`", "n = 8"]),
+    ("training.momentum", 0.9, ["unknown key `training.momentum`", "valid keys: steps, "
+                                "batch_size, lr0, alphas, lr_factor"]),
+    ("model.widths", [8, "wide"], ["`model.widths[1]`", "'wide' (str)", "integer"]),
+    ("model.widths", [8, 0], ["`model.widths[1]`", ">= 1"]),
+    ("model.widths", {"start": 8, "stop": 64}, ["`model.widths.per_doubling` is missing"]),
+    ("model.widths", {"start": 8, "stop": 4, "per_doubling": 2}, ["`model.widths.stop`", ">= 8"]),
+    ("model.activation", "swish", ["`model.activation`", "'relu', 'gelu'", "'swish'"]),
+    ("model.parameterization", "sp", ["`model.parameterization`", "'standard'", "'sp'"]),
+    ("model.depth", 1.5, ["`model.depth`", "1.5 (float)", "integer"]),
+    ("model.bias", "yes", ["`model.bias`", "true or false"]),
+    ("model.width", 8, ["unknown key `model.width`", "valid keys: widths, depth"]),
+    ("data.name", "imagenet", ["`data.name`", "'mnist5k'", "'imagenet'"]),
+    ("data.n_train", _DELETE, ["`data.n_train` is missing"]),
+    ("data.data_dir", 3, ["`data.data_dir`", "string or null"]),
+    ("seeds", 0, ["`seeds`", ">= 1"]),
+    ("seeds", [0, 0], ["`seeds`", "repeated"]),
+    ("seeds", {"count": 2, "stop": 3}, ["unknown key `seeds.stop`", "valid keys: start, count"]),
+    ("logging.every", 0, ["`logging.every`", ">= 1"]),
+    ("logging.verbose", True, ["unknown key `logging.verbose`", "every, eval_every, probe_ntk"]),
+    ("execution.seed_batch", 0, ["`execution.seed_batch`", ">= 1"]),
+    ("optimizer", "adam", ["unknown key `optimizer`", "valid keys: name, description, model"]),
+    ("model", _DELETE, ["section `model` is missing"]),
+]
+
+
+@pytest.mark.parametrize("path,value,fragments", BAD,
+                         ids=[f"{p}={v!r}"[:40] if v is not _DELETE else f"{p}-missing"
+                              for p, v, _ in BAD])
+def test_bad_config_names_the_field(path, value, fragments):
+    with pytest.raises(ValueError) as info:
+        config.from_dict(_with(path, value))
+    msg = str(info.value)
+    for frag in fragments:
+        assert frag in msg, msg
+    assert "\n" not in msg
+
+
+def test_grid_expansion_order_and_lr():
+    cfg = config.from_dict(_with("training.lr_factor", "sqrt(n) / 4"))
+    runs = config.expand(cfg)
+    assert len(runs) == 2 * 3 * 3
+    keys = [(r["training"]["alpha"], r["model"]["width"], r["seed"]) for r in runs]
+    assert keys == [(a, w, s) for a in (0.0, -0.5, -1.0) for w in (8, 16) for s in (0, 1, 2)]
+    for r in runs:
+        n, a = r["model"]["width"], r["training"]["alpha"]
+        assert r["training"]["lr"] == pytest.approx(0.1 * n**a * math.sqrt(n) / 4, rel=1e-14)
+        assert r["data"]["name"] == "teacher" and r["logging"]["every"] == 2
+        assert "widths" not in r["model"] and "alphas" not in r["training"]
+
+
+def test_run_configs_are_json_and_distinct():
+    from weakcorr.results import run_id
+
+    runs = config.expand(config.from_dict(BASE))
+    assert len({run_id(r) for r in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("expr,n,want", [
+    ("1", 7, 1.0), ("2 * sqrt(n) - 1", 16, 7.0), ("n ** -0.5", 4, 0.5), ("-(-n) / 8", 4, 0.5),
+    ("log(exp(n))", 3, 3.0), ("(n + 2) * (n - 2)", 3, 5.0), ("1e-3 * n", 1000, 1.0),
+], ids=["one", "sqrt", "pow", "unary", "log-exp", "parens", "sci"])
+def test_expression_evaluator(expr, n, want):
+    assert config.evaluate_expression(expr, n) == pytest.approx(want, rel=1e-14)
+
+
+@pytest.mark.parametrize("expr", ["__import__('os').system('true')", "n.real", "m + 1",
+                                  "sqrt(n, 2)", "[n]", "n if n else 1", "abs(n)", "'n'"],
+                         ids=["import", "attr", "name", "two-args", "list", "ifexp", "abs", "str"])
+def test_expression_evaluator_rejects(expr):
+    with pytest.raises(ValueError, match="may use only numbers|cannot parse"):
+        config.evaluate_expression(expr, 4)
+
+
+PAPER_WIDTHS = (2048, 2435, 2896, 3444, 4096, 4871, 5793, 6889, 8192, 9741, 11585, 13777, 16384,
+                19484)  # Eq. 28
+
+
+def test_geometric_widths_four_per_doubling():
+    got = config.geometric_widths(2048, 19484, 4)
+    assert len(got) == len(PAPER_WIDTHS)
+    assert all(abs(g - p) <= 1 for g, p in zip(got, PAPER_WIDTHS))  # the paper lists 9741
+    assert config.geometric_widths(64, 1024, 4)[:5] == (64, 76, 91, 108, 128)
+
+
+@pytest.mark.parametrize("name", ["paper-a2", "cpu", "demo"], ids=str)
+def test_presets_load(name):
+    cfg = config.load(name)
+    assert cfg.name == name
+    assert cfg.model.activation == "gelu" and cfg.model.parameterization == "standard"
+    assert cfg.model.depth == 2 and cfg.training.lr0 == 0.1 and cfg.training.batch_size == 128
+    assert cfg.training.loss == "mse" and cfg.logging.every == 10
+
+
+def test_paper_preset_is_the_paper_protocol():
+    cfg = config.load("paper-a2")
+    assert cfg.model.widths == PAPER_WIDTHS
+    assert cfg.training.alphas == (0.0, -0.25, -0.5, -0.75, -1.0)
+    assert cfg.training.steps == 250 and len(cfg.seeds) == 100
+    assert (cfg.data.name, cfg.data.n_train, cfg.data.n_test) == ("mnist", 60000, 10000)
+    assert len(config.expand(cfg)) == 7000
+
+
+def test_cpu_preset_protocol():
+    cfg = config.load("cpu")
+    assert cfg.model.widths[0] == 64 and cfg.model.widths[-1] == 1024 and len(cfg.model.widths) == 17
+    assert (cfg.data.name, cfg.data.n_train, cfg.data.n_test) == ("mnist5k", 4000, 1000)
+    assert cfg.training.alphas == (0.0, -0.25, -0.5, -0.75, -1.0) and len(cfg.seeds) >= 5
+    assert cfg.training.steps == 250
+
+
+def test_overrides():
+    cfg = config.load("demo", ["training.alphas=[0, -1]", "seeds=2", "model.widths=[8]",
+                               "data.data_dir=~/x"])
+    assert cfg.training.alphas == (0.0, -1.0) and cfg.seeds == (0, 1) and cfg.model.widths == (8,)
+    assert not cfg.data.data_dir.startswith("~")
+
+
+@pytest.mark.parametrize("item,fragments", [
+    ("training.stepz=3", ["unknown key `training.stepz`", "valid keys: steps"]),
+    ("trainin.steps=3", ["unknown section `trainin`", "model, data, training"]),
+    ("steps=3", ["unknown key `steps`", "valid keys: name"]),
+    ("training", ["key=value"]),
+    ("training.steps.x=1", ["`training.steps` has no sub-keys"]),
+    ("training.steps=[1", ["not valid YAML"]),
+    ("training.steps=-3", ["`training.steps`", "-3 (int)"]),
+], ids=["key", "section", "top", "no-eq", "deep", "yaml", "value"])
+def test_bad_overrides(item, fragments):
+    with pytest.raises(ValueError) as info:
+        config.load("demo", [item])
+    for frag in fragments:
+        assert frag in str(info.value), str(info.value)
+
+
+def test_missing_file_lists_presets(tmp_path):
+    with pytest.raises(FileNotFoundError, match="paper-a2"):
+        config.load(str(tmp_path / "nope.yaml"))
+
+
+def test_yaml_file_round_trip(tmp_path):
+    import yaml
+
+    cfg = config.load("cpu")
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config.to_dict(cfg)))
+    assert config.load(str(path)) == cfg
+
+
+def test_bad_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: [unclosed\n")
+    with pytest.raises(ValueError, match=re.escape(str(path)) + " is not valid YAML"):
+        config.load(str(path))
