@@ -1,0 +1,375 @@
+"""Run a sweep grid (widths × α × seeds), resumably, on a pluggable executor.
+
+:func:`run_sweep` expands a :class:`weakcorr.config.SweepConfig` into runs, skips the ones whose
+JSON is already in the sweep directory (status ``ok`` or ``diverged``; ``failed`` ones only with
+``retry_failed=True``), groups the rest into tasks and hands them to an :class:`Executor`. Each
+task, wherever it executes, does *claim before run, atomic write after*
+(:meth:`weakcorr.results.RunStore.claim`, then the runner, then
+:meth:`weakcorr.results.RunStore.write`), so a killed sweep loses at most the runs in flight.
+
+A task is one run, or, with ``execution.seed_batch = K > 1``, up to K seeds of one (width, α)
+trained together by the runner (same results as one after another).
+
+Executors: :class:`InProcessExecutor` and :class:`LocalPoolExecutor` (a spawn-context process
+pool that divides torch threads among its workers). Anything with ``map_unordered(fn, tasks)``
+and ``shutdown()`` works, e.g. a cluster client.
+
+The per-run work is injectable: ``runner(configs, *, device) -> list[record]`` (see
+:class:`Runner`); the default is :func:`weakcorr.experiments.run_group`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import multiprocessing
+import time
+import traceback
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import torch
+
+from . import config as _config
+from .results import FINISHED, RunStore, run_id
+
+__all__ = [
+    "Executor", "InProcessExecutor", "LocalPoolExecutor", "PerRun", "RunOutcome", "RunTask",
+    "Runner", "SweepEvent", "SweepPlan", "SweepSummary", "execute_task", "plan", "run_sweep",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class Runner(Protocol):
+    """Trains runs that differ only in their seed; returns one record per config, in order.
+
+    A record is a :meth:`weakcorr.train.RunResult.to_dict` mapping (``status``, ``metrics``,
+    ``logs``, ...). A runner must be picklable (a module-level function or class instance) to
+    run on a process pool.
+    """
+
+    def __call__(self, configs: Sequence[Mapping[str, Any]], *, device: str | None
+                 ) -> list[dict[str, Any]]: ...
+
+
+@dataclass(frozen=True)
+class PerRun:
+    """Adapts ``fn(config, *, device) -> record`` (one run at a time) to :class:`Runner`."""
+
+    fn: Callable[..., dict[str, Any]]
+
+    def __call__(self, configs: Sequence[Mapping[str, Any]], *, device: str | None
+                 ) -> list[dict[str, Any]]:
+        return [self.fn(c, device=device) for c in configs]
+
+
+class Executor(Protocol):
+    """Runs ``fn`` on every task and yields the results as they complete (any order)."""
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]: ...
+
+    def shutdown(self) -> None: ...
+
+
+class InProcessExecutor:
+    """Runs tasks one after another in this process."""
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
+        """Yield ``fn(task)`` for each task, in order."""
+        for task in tasks:
+            yield fn(task)
+
+    def shutdown(self) -> None:
+        """Nothing to release."""
+
+
+def _init_worker(n_threads: int) -> None:
+    torch.set_num_threads(n_threads)
+
+
+class LocalPoolExecutor:
+    """A local process pool (spawn context); each worker gets ``threads_per_worker`` threads.
+
+    Args:
+        workers: number of worker processes (>= 1).
+        threads_per_worker: torch threads in each worker; default: this process's torch
+            thread count divided among the workers (at least 1).
+    """
+
+    def __init__(self, workers: int, *, threads_per_worker: int | None = None) -> None:
+        if workers < 1:
+            raise ValueError(f"`workers` must be >= 1, got {workers}")
+        self.workers = workers
+        self.threads_per_worker = threads_per_worker or max(1, torch.get_num_threads() // workers)
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
+        """Submit all tasks to the pool and yield results as they complete."""
+        if self._pool is None:
+            self._pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(self.threads_per_worker,),
+            )
+        futures = [self._pool.submit(fn, t) for t in tasks]
+        try:
+            for fut in concurrent.futures.as_completed(futures):
+                yield fut.result()
+        finally:
+            for fut in futures:
+                fut.cancel()
+
+    def shutdown(self) -> None:
+        """Stop the workers (pending tasks are cancelled)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+@dataclass(frozen=True)
+class RunTask:
+    """Runs that execute together: one run, or several seeds of one (width, α)."""
+
+    store: RunStore
+    run_ids: tuple[str, ...]
+    configs: tuple[dict[str, Any], ...]
+    runner: Runner
+    device: str | None = None
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What happened to one run of a task."""
+
+    run_id: str
+    status: str  # "ok" | "diverged" | "failed" | "claimed-elsewhere"
+    wall_time_s: float | None = None
+    error: str | None = None
+
+
+def _failed_record(cfg: Mapping[str, Any], error: str, wall: float, device: str | None
+                   ) -> dict[str, Any]:
+    return {"status": "failed", "error": error, "diverged_step": None, "metrics": {}, "logs": [],
+            "seed": cfg.get("seed"), "wall_time_s": wall, "device": device,
+            "dtype": cfg.get("training", {}).get("dtype")}
+
+
+def execute_task(task: RunTask) -> list[RunOutcome]:
+    """Claim, run and write the runs of ``task`` (runs in a worker; module-level to pickle).
+
+    Errors of the runner become ``failed`` records (with the error message); a record is
+    written only once its run is complete.
+    """
+    ids, cfgs = [], []
+    outcomes = []
+    for rid, cfg in zip(task.run_ids, task.configs, strict=True):
+        if task.store.claim(rid):
+            ids.append(rid)
+            cfgs.append(cfg)
+        else:
+            outcomes.append(RunOutcome(rid, "claimed-elsewhere"))
+    if not ids:
+        return outcomes
+    start = time.perf_counter()
+    try:
+        records = task.runner(cfgs, device=task.device)
+        if len(records) != len(cfgs):
+            raise RuntimeError(f"runner returned {len(records)} records for {len(cfgs)} runs")
+    except Exception as err:  # noqa: BLE001 - a failed run is recorded, not raised
+        wall = time.perf_counter() - start
+        msg = f"{type(err).__name__}: {err}"
+        tb = traceback.format_exc(limit=-3)
+        records = [{**_failed_record(c, msg, wall / len(cfgs), task.device), "traceback": tb}
+                   for c in cfgs]
+    except BaseException:
+        for rid in ids:
+            task.store.release(rid)
+        raise
+    for rid, cfg, rec in zip(ids, cfgs, records, strict=True):
+        rec = dict(rec)
+        if "config" in rec and rec["config"] != cfg:
+            rec["train_config"] = rec["config"]
+        rec["config"] = cfg
+        task.store.write(rid, rec)
+        outcomes.append(RunOutcome(rid, str(rec.get("status")), rec.get("wall_time_s"),
+                                   rec.get("error")))
+    return outcomes
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """The runs of a sweep and which of them still have to run."""
+
+    run_ids: tuple[str, ...]
+    configs: dict[str, dict[str, Any]]
+    states: dict[str, str]
+    todo: tuple[str, ...]
+
+    @property
+    def total(self) -> int:
+        """Number of runs in the grid."""
+        return len(self.run_ids)
+
+    @property
+    def skipped(self) -> int:
+        """Runs already finished (or failed and not retried)."""
+        return self.total - len(self.todo)
+
+
+def plan(cfg: _config.SweepConfig, store: RunStore, *, retry_failed: bool = False) -> SweepPlan:
+    """Expand the grid and look up each run's state in ``store``.
+
+    A run is to do if its file is missing or corrupt, or if it failed and ``retry_failed``.
+    """
+    configs = {run_id(c): c for c in _config.expand(cfg)}
+    states = {rid: store.state(rid) for rid in configs}
+    redo = {"missing", "corrupt"} | ({"failed"} if retry_failed else set())
+    todo = tuple(rid for rid in configs if states[rid] in redo)
+    return SweepPlan(tuple(configs), configs, states, todo)
+
+
+def _group_key(c: Mapping[str, Any]) -> str:
+    return run_id({k: v for k, v in c.items() if k != "seed"})
+
+
+def _tasks(cfg: _config.SweepConfig, the_plan: SweepPlan, store: RunStore, runner: Runner,
+           device: str | None) -> list[RunTask]:
+    k = cfg.execution.seed_batch
+    groups: dict[str, list[str]] = {}
+    order: list[str] = []
+    for rid in the_plan.todo:
+        c = the_plan.configs[rid]
+        batched = k > 1 and c["model"]["width"] <= cfg.execution.seed_batch_max_width
+        key = _group_key(c) if batched else rid
+        if key not in groups:
+            groups[key] = []
+            order.append(key)
+        groups[key].append(rid)
+    tasks = []
+    for key in order:
+        rids = groups[key]
+        for i in range(0, len(rids), max(k, 1)):
+            chunk = tuple(rids[i:i + max(k, 1)])
+            tasks.append(RunTask(store, chunk, tuple(the_plan.configs[r] for r in chunk),
+                                 runner, device))
+    return tasks
+
+
+@dataclass(frozen=True)
+class SweepEvent:
+    """Progress of a sweep: after each finished run (and once at the start, ``outcome=None``)."""
+
+    done: int
+    total: int
+    skipped: int
+    outcome: RunOutcome | None
+    elapsed_s: float
+
+
+@dataclass(frozen=True)
+class SweepSummary:
+    """What a call of :func:`run_sweep` did."""
+
+    out_dir: str
+    total: int
+    skipped: int
+    ran: int
+    counts: dict[str, int]
+    wall_time_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict."""
+        return dataclasses.asdict(self)
+
+
+def _check_device(device: str | None) -> None:
+    if device is None or device == "cpu":
+        return
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"`device` is {device!r} but CUDA is not available here; "
+                             "use --device cpu")
+        return
+    raise ValueError(f"`device` must be 'cpu' or 'cuda', got {device!r}")
+
+
+def run_sweep(
+    cfg: _config.SweepConfig,
+    out_dir: str,
+    *,
+    executor: Executor | None = None,
+    workers: int = 1,
+    device: str | None = None,
+    retry_failed: bool = False,
+    runner: Runner | None = None,
+    store: RunStore | None = None,
+    check_data: bool = True,
+    progress: Callable[[SweepEvent], None] | None = None,
+) -> SweepSummary:
+    """Run every unfinished run of the grid and write one JSON per run under ``out_dir``.
+
+    Args:
+        cfg: the validated sweep config.
+        out_dir: the sweep directory (``sweep.json`` + ``runs/<run_id>.json``).
+        executor: where tasks run; default: in-process for ``workers == 1``, else a
+            :class:`LocalPoolExecutor` of ``workers`` processes (shut down at the end).
+        workers: process count when no ``executor`` is given.
+        device: ``"cpu"`` or ``"cuda"`` (None: the runner's default, CPU).
+        retry_failed: redo runs whose status is ``failed``.
+        runner: the per-run work (default :func:`weakcorr.experiments.run_group`).
+        store: the run store (default ``RunStore(out_dir)``); the claim seam.
+        check_data: load the dataset once before writing anything, so a missing dataset is an
+            error rather than a directory of failed runs.
+        progress: called with a :class:`SweepEvent` at the start and after each run.
+
+    Returns:
+        A :class:`SweepSummary`.
+
+    Raises:
+        ValueError: bad ``device``/``workers``; FileNotFoundError: dataset not found.
+    """
+    _check_device(device)
+    if workers < 1:
+        raise ValueError(f"`workers` must be >= 1, got {workers}")
+    if check_data or runner is None:
+        from . import experiments  # torch models and datasets: only when runs are real
+
+        if check_data:
+            experiments.check_data(cfg)
+        runner = runner or experiments.run_group
+    store = store or RunStore(out_dir)
+    start = time.perf_counter()
+    the_plan = plan(cfg, store, retry_failed=retry_failed)
+    from . import __version__
+
+    store.write_manifest({"config": _config.to_dict(cfg), "run_ids": list(the_plan.run_ids),
+                          "weakcorr_version": __version__})
+    store.remove_stale_temp()
+    tasks = _tasks(cfg, the_plan, store, runner, device)
+    own_executor = executor is None
+    if executor is None:
+        executor = InProcessExecutor() if workers == 1 else LocalPoolExecutor(workers)
+    counts = {s: 0 for s in ("ok", "diverged", "failed", "claimed-elsewhere")}
+    done = the_plan.skipped
+    if progress:
+        progress(SweepEvent(done, the_plan.total, the_plan.skipped, None, 0.0))
+    try:
+        for outcomes in executor.map_unordered(execute_task, tasks):
+            for out in outcomes:
+                done += 1
+                counts[out.status] = counts.get(out.status, 0) + 1
+                if progress:
+                    progress(SweepEvent(done, the_plan.total, the_plan.skipped, out,
+                                        time.perf_counter() - start))
+    finally:
+        if own_executor:
+            executor.shutdown()
+    return SweepSummary(str(out_dir), the_plan.total, the_plan.skipped, len(the_plan.todo),
+                        counts, time.perf_counter() - start)
+
+
+def finished(store: RunStore, rid: str) -> bool:
+    """True if run ``rid`` has a finished record (``ok`` or ``diverged``)."""
+    return store.state(rid) in FINISHED

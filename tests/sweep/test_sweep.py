@@ -1,0 +1,259 @@
+"""The sweep runner with fake runners: one atomic JSON per run, resume, retry, pools, seed
+batches, and a sweep SIGKILLed mid-way then resumed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from weakcorr import config, sweep
+from weakcorr.results import RunStore, atomic_write_json, read_json, run_id
+
+from ._fake import CountingRunner, fake_runner
+
+SMALL = {
+    "name": "fake",
+    "model": {"widths": [8, 16, 32], "depth": 2},
+    "data": {"name": "teacher", "n_train": 64, "n_test": 32},
+    "training": {"steps": 20, "batch_size": 16, "lr0": 0.1, "alphas": [0, -1]},
+    "seeds": 3,
+    "logging": {"every": 5},
+}
+N_SMALL = 3 * 2 * 3
+
+
+def _cfg(**overrides: object) -> config.SweepConfig:
+    return config.load(SMALL, [f"{k.replace('__', '.')}={json.dumps(v)}"
+                               for k, v in overrides.items()])
+
+
+def _snapshot(root) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (root / "runs").glob("*.json")}
+
+
+def _table(root):
+    from weakcorr import analysis
+
+    return analysis.load_table(root).drop(columns=["wall_time_s"])
+
+
+def test_one_json_per_run_named_by_hash(tmp_path):
+    cfg = _cfg()
+    events = []
+    summary = sweep.run_sweep(cfg, str(tmp_path), runner=fake_runner, check_data=False,
+                              progress=events.append)
+    assert (summary.total, summary.skipped, summary.ran) == (N_SMALL, 0, N_SMALL)
+    assert summary.counts["ok"] == N_SMALL
+    store = RunStore(tmp_path)
+    expected = {run_id(c) for c in config.expand(cfg)}
+    assert set(store.run_ids()) == expected
+    for rid in expected:
+        rec = read_json(store.path(rid))
+        assert rec["run_id"] == rid and run_id(rec["config"]) == rid
+        assert rec["train_config"] == {"lr": 0.0}  # the runner's own config is kept aside
+    manifest = store.read_manifest()
+    assert manifest["config"] == config.to_dict(cfg) and len(manifest["run_ids"]) == N_SMALL
+    assert [e.done for e in events] == list(range(N_SMALL + 1))
+    assert events[0].outcome is None and events[-1].total == N_SMALL
+    assert not list((tmp_path / "runs").glob(".*"))  # no temp files left
+
+
+def test_rerun_skips_finished_runs(tmp_path):
+    runner = CountingRunner(str(tmp_path / "calls.txt"))
+    out = tmp_path / "sweep"
+    sweep.run_sweep(_cfg(), str(out), runner=runner, check_data=False)
+    before = _snapshot(out)
+    summary = sweep.run_sweep(_cfg(), str(out), runner=runner, check_data=False)
+    assert (summary.skipped, summary.ran) == (N_SMALL, 0)
+    assert len(runner.calls()) == N_SMALL
+    assert _snapshot(out) == before
+    # More seeds: only the new ones run.
+    summary = sweep.run_sweep(_cfg(seeds=4), str(out), runner=runner, check_data=False)
+    assert (summary.skipped, summary.ran) == (N_SMALL, 6)
+    assert sorted({line.split()[2] for line in runner.calls()[N_SMALL:]}) == ["3"]
+
+
+def test_failed_runs_redone_only_with_retry(tmp_path):
+    out = tmp_path / "sweep"
+    failing = CountingRunner(str(tmp_path / "a.txt"), fail_seeds=(1,))
+    summary = sweep.run_sweep(_cfg(), str(out), runner=failing, check_data=False)
+    assert summary.counts == {"ok": 12, "diverged": 0, "failed": 6, "claimed-elsewhere": 0}
+    rec = next(r for r in RunStore(out).records() if r["status"] == "failed")
+    assert rec["error"] == "RuntimeError: boom at seed 1" and "Traceback" in rec["traceback"]
+    assert rec["config"]["seed"] == 1
+    fixed = CountingRunner(str(tmp_path / "b.txt"))
+    assert sweep.run_sweep(_cfg(), str(out), runner=fixed, check_data=False).ran == 0
+    assert fixed.calls() == []
+    summary = sweep.run_sweep(_cfg(), str(out), runner=fixed, check_data=False, retry_failed=True)
+    assert summary.ran == 6 and summary.counts["ok"] == 6
+    assert {line.split()[2] for line in fixed.calls()} == {"1"}
+
+
+def test_corrupt_file_is_redone(tmp_path):
+    cfg = _cfg()
+    sweep.run_sweep(cfg, str(tmp_path), runner=fake_runner, check_data=False)
+    rid = run_id(config.expand(cfg)[4])
+    RunStore(tmp_path).path(rid).write_text('{"status": "ok", "metr')
+    assert RunStore(tmp_path).state(rid) == "corrupt"
+    summary = sweep.run_sweep(cfg, str(tmp_path), runner=fake_runner, check_data=False)
+    assert summary.ran == 1 and RunStore(tmp_path).state(rid) == "ok"
+
+
+def test_seed_batches_group_seeds_of_one_width(tmp_path):
+    runner = CountingRunner(str(tmp_path / "calls.txt"))
+    cfg = _cfg(execution__seed_batch=2, execution__seed_batch_max_width=16)
+    sweep.run_sweep(cfg, str(tmp_path / "s"), runner=runner, check_data=False)
+    sizes = {}
+    for line in runner.calls():
+        width, _, _, size, _ = line.split()
+        sizes.setdefault(int(width), set()).add(int(size))
+    # 3 seeds in batches of at most 2 for widths <= 16; width 32 runs alone.
+    assert sizes == {8: {1, 2}, 16: {1, 2}, 32: {1}}
+    assert _table(tmp_path / "s").equals(_table_of_plain_sweep(tmp_path))
+
+
+def _table_of_plain_sweep(tmp_path):
+    out = tmp_path / "plain"
+    if not out.exists():
+        sweep.run_sweep(_cfg(), str(out), runner=fake_runner, check_data=False)
+    return _table(out)
+
+
+def test_local_pool_matches_in_process(tmp_path):
+    runner = CountingRunner(str(tmp_path / "calls.txt"))
+    summary = sweep.run_sweep(_cfg(), str(tmp_path / "pool"), runner=runner, workers=2,
+                              check_data=False)
+    assert summary.counts["ok"] == N_SMALL
+    pids = {line.split()[4] for line in runner.calls()}
+    assert str(os.getpid()) not in pids and 1 <= len(pids) <= 2
+    assert _table(tmp_path / "pool").equals(_table_of_plain_sweep(tmp_path))
+
+
+def test_executor_is_pluggable(tmp_path):
+    class Reversed:
+        used = False
+
+        def map_unordered(self, fn, tasks):
+            Reversed.used = True
+            for t in reversed(list(tasks)):
+                yield fn(t)
+
+        def shutdown(self):
+            raise AssertionError("a caller-owned executor is not shut down by run_sweep")
+
+    sweep.run_sweep(_cfg(), str(tmp_path / "r"), runner=fake_runner, check_data=False,
+                    executor=Reversed())
+    assert Reversed.used and _table(tmp_path / "r").equals(_table_of_plain_sweep(tmp_path))
+
+
+def test_claim_seam(tmp_path):
+    class OddOnly(RunStore):
+        def claim(self, rid):
+            return int(rid, 16) % 2 == 1
+
+    store = OddOnly(tmp_path)
+    summary = sweep.run_sweep(_cfg(), str(tmp_path), runner=fake_runner, check_data=False,
+                              store=store)
+    odd = {r for r in (run_id(c) for c in config.expand(_cfg())) if int(r, 16) % 2}
+    assert set(store.run_ids()) == odd
+    assert summary.counts["claimed-elsewhere"] == N_SMALL - len(odd)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"device": "tpu"}, "`device` must be 'cpu' or 'cuda', got 'tpu'"),
+    ({"workers": 0}, "`workers` must be >= 1, got 0"),
+], ids=["device", "workers"])
+def test_bad_arguments_write_nothing(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        sweep.run_sweep(_cfg(), str(tmp_path / "x"), runner=fake_runner, check_data=False,
+                        **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "a.json"
+    atomic_write_json(path, {"v": 1})
+
+    def broken_replace(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write_json(path, {"v": 2})
+    assert read_json(path) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_atomic_write_json_safe(tmp_path):
+    path = atomic_write_json(tmp_path / "b.json", {"x": float("nan"), "y": (1, float("inf"))})
+    assert json.loads(path.read_text()) == {"x": None, "y": [1, None]}
+
+
+def test_run_id_is_stable_across_processes():
+    cfg = config.expand(_cfg())[5]
+    code = ("import json,sys; from weakcorr.results import run_id; "
+            "print(run_id(json.loads(sys.stdin.read())))")
+    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(cfg), text=True,
+                         capture_output=True, check=True, env={**os.environ, "PYTHONHASHSEED": "7"})
+    assert out.stdout.strip() == run_id(cfg) and len(run_id(cfg)) == 16
+    assert run_id({**cfg, "seed": cfg["seed"] + 1}) != run_id(cfg)
+
+
+_CHILD = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {root!r})
+    from weakcorr import config, sweep
+    from tests.sweep._fake import CountingRunner
+    cfg = config.load({cfg!r})
+    sweep.run_sweep(cfg, {out!r}, runner=CountingRunner({log!r}, delay_s=0.1),
+                    check_data=False)
+""")
+
+
+def test_sigkill_mid_sweep_then_resume(tmp_path):
+    raw = {**SMALL, "seeds": 4}
+    total = 3 * 2 * 4
+    out = tmp_path / "killed"
+    log = tmp_path / "calls.txt"
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = _CHILD.format(root=root, cfg=raw, out=str(out), log=str(log))
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            done = list((out / "runs").glob("*.json")) if (out / "runs").exists() else []
+            if len(done) >= 4 or proc.poll() is not None:
+                break
+            time.sleep(0.005)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+        stderr = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, stderr
+    store = RunStore(out)
+    n_done = len(store.run_ids())
+    assert 4 <= n_done < total
+    for rid in store.run_ids():  # every file there is complete JSON of a finished run
+        assert store.state(rid) == "ok"
+    before = _snapshot(out)
+
+    resumed = CountingRunner(str(tmp_path / "resumed.txt"))
+    summary = sweep.run_sweep(config.load(raw), str(out), runner=resumed, check_data=False)
+    assert (summary.skipped, summary.ran) == (n_done, total - n_done)
+    assert len(resumed.calls()) == total - n_done
+    after = _snapshot(out)
+    assert {k: after[k] for k in before} == before  # finished runs were not rewritten
+    assert not list((out / "runs").glob(".*.tmp"))  # the killed writer's temp file is cleaned
+
+    plain = tmp_path / "plain"
+    sweep.run_sweep(config.load(raw), str(plain), runner=CountingRunner(str(tmp_path / "p.txt")),
+                    check_data=False)
+    assert _table(out).equals(_table(plain))
