@@ -1,0 +1,104 @@
+"""``weakcorr sweep CONFIG|PRESET --out DIR``: run a width × α × seed grid, resumably.
+
+Parses arguments and calls :mod:`weakcorr.config` and :mod:`weakcorr.sweep`; nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EPILOG = """\
+examples:
+  weakcorr sweep demo --out runs/demo
+  weakcorr sweep cpu --out runs/cpu --workers 2
+  weakcorr sweep paper-a2 --out runs/a2 --device cuda --set data.data_dir=/data/mnist
+  weakcorr sweep my.yaml --out runs/x --set training.alphas=[0,-1] --set seeds=3
+
+One JSON per run is written atomically to DIR/runs/<run_id>.json (run_id: a hash of the run's
+config). Rerunning the same command skips finished runs; failed runs are redone only with
+--retry-failed. Presets: paper-a2 (the paper's App. A.2, for GPUs), cpu, demo.
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "sweep",
+        help="train f beside f_lin over a width x lr-exponent x seed grid (App. A.2), resumably",
+        description="Run the linearization-error sweep of the paper's App. A.2 / Fig. 4 from a "
+        "YAML config or a preset.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_sweep_arguments(p)
+    p.add_argument("config", metavar="CONFIG|PRESET", help="a YAML file or a preset name")
+    p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory")
+    p.set_defaults(func=run)
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by `sweep` and `demo`."""
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="local worker processes (torch threads are divided among them)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. training.steps=50 (repeatable)")
+    p.add_argument("--retry-failed", action="store_true", help="redo runs that failed")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+
+
+def progress_bar(args: argparse.Namespace, desc: str) -> tuple[Callable[[Any], None] | None,
+                                                                 Callable[[], None]]:
+    """A tqdm progress callback on stderr (TTY only, not with --quiet) and its closer."""
+    if args.quiet or args.json or not sys.stderr.isatty():
+        return None, lambda: None
+    from tqdm import tqdm
+
+    bar: list[Any] = []
+
+    def update(event: Any) -> None:
+        if not bar:
+            bar.append(tqdm(total=event.total, initial=event.done, unit="run", desc=desc,
+                            file=sys.stderr, dynamic_ncols=True))
+        elif event.outcome is not None:
+            bar[0].update(1)
+            bar[0].set_postfix_str(f"{event.outcome.status} {event.outcome.run_id[:8]}")
+
+    return update, lambda: bar[0].close() if bar else None
+
+
+def execute(args: argparse.Namespace, source: str, out: str) -> Any:
+    """Load the config and run the sweep; returns the summary."""
+    from .. import config, sweep
+
+    if args.workers < 1:
+        raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+    cfg = config.load(source, args.overrides)
+    update, close = progress_bar(args, cfg.name)
+    try:
+        return sweep.run_sweep(cfg, out, workers=args.workers, device=args.device,
+                               retry_failed=args.retry_failed, progress=update)
+    finally:
+        close()
+
+
+def summary_line(summary: Any) -> str:
+    """One human line about a finished sweep."""
+    c = summary.counts
+    return (f"{summary.total} runs ({summary.skipped} already done, {summary.ran} run now: "
+            f"{c.get('ok', 0)} ok, {c.get('diverged', 0)} diverged, {c.get('failed', 0)} failed) "
+            f"in {summary.wall_time_s:.0f} s -> {summary.out_dir}")
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = execute(args, args.config, args.out)
+    if args.json:
+        print(json.dumps(summary.to_dict()))
+    else:
+        print(f"sweep: {summary_line(summary)}")
+        print(f"next: weakcorr report {args.out}")
+    return 0

@@ -1,0 +1,96 @@
+"""Figures and the report of a (fake) sweep directory; the report and sweep CLI commands."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from weakcorr import analysis, config, plots, report, sweep
+from weakcorr.cli import main
+
+from ._fake import CountingRunner
+
+
+@pytest.fixture
+def sweep_dir(tmp_path):
+    cfg = config.load({
+        "name": "fake", "description": "A fake sweep.",
+        "model": {"widths": [16, 32, 64, 128]},
+        "data": {"name": "teacher", "n_train": 64, "n_test": 32},
+        "training": {"steps": 20, "batch_size": 16, "lr0": 0.1, "alphas": [0, -0.5, -1]},
+        "seeds": 4, "logging": {"every": 5}})
+    sweep.run_sweep(cfg, str(tmp_path / "s"), check_data=False,
+                    runner=CountingRunner(str(tmp_path / "c.txt"), fail_seeds=(3,)))
+    return tmp_path / "s"
+
+
+def test_width_scaling_figure(sweep_dir, tmp_path):
+    df = analysis.load_table(sweep_dir)
+    fig = plots.plot_width_scaling(df, save_to=tmp_path / "fig" / "w")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert len(labels) == 3 and labels[0].startswith("α = 0: slope −1.0")
+    assert all("[" in lab for lab in labels)  # CI shown
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--" and len(ln.get_xdata())]
+    assert len(dashed) == 3
+    assert (tmp_path / "fig" / "w.png").stat().st_size > 10_000
+    assert (tmp_path / "fig" / "w.pdf").read_bytes().startswith(b"%PDF")
+
+
+def test_training_curves_figure(sweep_dir):
+    logs = analysis.load_logs(sweep_dir)
+    fig = plots.plot_training_curves(logs, alpha=-0.5)
+    assert [ax.get_title() for ax in fig.axes] == [f"α = −0.5, n = {w} (3 seeds)"
+                                                   for w in (16, 32, 64, 128)]
+    assert all(len(ax.get_lines()) == 3 and ax.get_yscale() == "log" for ax in fig.axes)
+    fig = plots.plot_training_curves(logs, max_widths=2)
+    assert [ax.get_title().split(" (")[0] for ax in fig.axes] == [
+        f"α = {a}, n = {w}" for a in ("0", "−0.5", "−1") for w in (16, 128)]
+
+
+def test_report_files(sweep_dir):
+    rep = report.write_report(sweep_dir, n_boot=200)
+    md = rep.markdown.read_text()
+    assert md.startswith("# Sweep report: fake")
+    assert "36 of 48 runs present" not in md and "48 of 48 runs present: 36 ok, 0 diverged, 12 failed" in md
+    assert "| 0.000 | −" not in md and "-1.14" in md and "-2.72" in md
+    assert "![mse_test vs width](figures/width_scaling.png)" in md
+    assert md.count("| failed |") == 12 and "boom at seed 3" in md
+    for fig in rep.figures:
+        assert fig.exists()
+    summary = json.loads(rep.summary_json.read_text())
+    assert summary["runs"] == {"expected": 48, "present": 48, "ok": 36, "diverged": 0, "failed": 12}
+    slopes = {r["alpha"]: r["slope"] for r in summary["fits"]}
+    assert slopes[0.0] == pytest.approx(-1.0, abs=0.2) and slopes[-1.0] == pytest.approx(-2.5, abs=0.2)
+    assert len(summary["problems"]) == 12 and summary["config"]["name"] == "fake"
+    assert {r["alpha"] for r in summary["paper_comparison"]} == {0.0, -0.25, -0.5, -0.75, -1.0}
+
+
+def test_report_cli(sweep_dir, capsys):
+    assert main(["report", str(sweep_dir), "--n-boot", "100"]) == 0
+    out = capsys.readouterr().out
+    assert "report.md" in out and "width_scaling.png" in out and "alpha=-1: slope" in out
+    assert main(["report", str(sweep_dir), "--n-boot", "100", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["runs"]["ok"] == 36
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["report", "{tmp}/nothing"], "no run files"),
+    (["report", "{tmp}", "--metric", "loss"], "`--metric` must be one of"),
+    (["sweep", "demo", "--out", "{tmp}/o", "--set", "training.alphas=[0, x]"],
+     "`training.alphas[1]` must be a finite number"),
+    (["sweep", "demo", "--out", "{tmp}/o", "--set", "model.widthz=3"],
+     "unknown key `model.widthz`"),
+    (["sweep", "{tmp}/missing.yaml", "--out", "{tmp}/o"], "no config file"),
+    (["sweep", "demo", "--out", "{tmp}/o", "--workers", "0"], "`--workers` must be >= 1"),
+    (["sweep", "demo", "--out", "{tmp}/o", "--device", "tpu"], "`device` must be 'cpu' or"),
+], ids=["report-empty", "report-metric", "sweep-alpha", "sweep-key", "sweep-file", "workers",
+        "device"])
+def test_cli_errors_one_line_exit_2_nothing_written(tmp_path, capsys, argv, fragment):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and err.count("\n") == 1
+    assert not (tmp_path / "o").exists()
