@@ -358,8 +358,12 @@ def _seeds(value: Any) -> tuple[int, ...]:
 
 def _model(raw: Any) -> ModelConfig:
     raw = _mapping("model", raw, _field_names(ModelConfig))
-    sigma = {k: None if raw.get(k) is None else _float(f"model.{k}", raw[k], positive=True)
-             for k in ("sigma_w", "sigma_b")}
+    sigma_w = raw.get("sigma_w")
+    sigma_b = raw.get("sigma_b")
+    sigma = {"sigma_w": None if sigma_w is None else _float("model.sigma_w", sigma_w, positive=True),
+             "sigma_b": None if sigma_b is None else _float("model.sigma_b", sigma_b)}
+    if sigma["sigma_b"] is not None and sigma["sigma_b"] < 0:
+        raise _fail("model.sigma_b", sigma_b, "a number >= 0")
     return ModelConfig(
         widths=_widths("model.widths", _required("model", raw, "widths", "[64, 128, 256]")),
         depth=_int("model.depth", raw.get("depth", 2), minimum=1),
