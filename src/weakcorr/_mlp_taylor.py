@@ -55,8 +55,8 @@ Step = Affine | Elementwise
 
 def _unsupported(fm: FunctionalModel, why: str) -> ValueError:
     return ValueError(
-        f"`method='mlp'` needs an nn.Sequential of nn.Linear layers and elementwise "
-        f"activations ({', '.join(c.__name__ for c in ELEMENTWISE)}); {why} in "
+        f"`method='mlp'` needs a weakcorr.models.MLP or an nn.Sequential of nn.Linear layers "
+        f"and elementwise activations ({', '.join(c.__name__ for c in ELEMENTWISE)}); {why} in "
         f"{type(fm.module).__name__}. Use method='generic'."
     )
 
@@ -64,23 +64,54 @@ def _unsupported(fm: FunctionalModel, why: str) -> ValueError:
 def mlp_steps(fm: FunctionalModel) -> list[Step]:
     """The module as affine and elementwise steps, or ValueError if it is not such an MLP."""
     module = fm.module
-    if hasattr(module, "weakcorr_steps"):
-        return list(module.weakcorr_steps())
-    if not isinstance(module, nn.Sequential):
-        raise _unsupported(fm, "the module is not an nn.Sequential")
-    steps: list[Step] = []
-    for name, sub in module._modules.items():  # named_children() drops repeats
-        if type(sub) is nn.Linear:
-            bias = f"{name}.bias" if sub.bias is not None else None
-            steps.append(Affine(f"{name}.weight", bias))
-        elif isinstance(sub, ELEMENTWISE):
-            steps.append(Elementwise(sub))
-        else:
-            raise _unsupported(fm, f"found layer {name!r} of type {type(sub).__name__}")
+    if _is_weakcorr_mlp(module):
+        steps = _weakcorr_mlp_steps(module)
+    elif isinstance(module, nn.Sequential):
+        steps = []
+        for name, sub in module._modules.items():  # named_children() drops repeats
+            if type(sub) is nn.Linear:
+                bias = f"{name}.bias" if sub.bias is not None else None
+                steps.append(Affine(f"{name}.weight", bias))
+            elif isinstance(sub, ELEMENTWISE):
+                steps.append(Elementwise(sub))
+            else:
+                raise _unsupported(fm, f"found layer {name!r} of type {type(sub).__name__}")
+    else:
+        raise _unsupported(fm, "the module is neither an nn.Sequential nor a weakcorr.models.MLP")
     affine_names = {s.weight for s in steps if isinstance(s, Affine)}
     affine_names |= {s.bias for s in steps if isinstance(s, Affine) and s.bias is not None}
     if affine_names != set(fm.params) or len(fm.buffers) > 0:
         raise _unsupported(fm, "its trainable parameters or buffers are not only Linear layers'")
+    return steps
+
+
+def _is_weakcorr_mlp(module: nn.Module) -> bool:
+    """Duck-typed :class:`weakcorr.models.MLP` (this layer may not import models)."""
+    linears = getattr(module, "linears", None)
+    return (
+        isinstance(linears, nn.ModuleList)
+        and callable(getattr(module, "act", None))
+        and isinstance(getattr(module, "output_scale", None), float)
+        and all(
+            hasattr(lin, "weight_multiplier") and hasattr(lin, "bias_multiplier")
+            for lin in linears
+        )
+    )
+
+
+def _weakcorr_mlp_steps(module: nn.Module) -> list[Step]:
+    """``h = act(a_l W_l h + c_l b_l)`` per hidden layer, then ``output_scale · (a W h + c b)``."""
+    steps: list[Step] = []
+    n = len(module.linears)
+    for k, lin in enumerate(module.linears):
+        bias = f"linears.{k}.bias" if lin.bias is not None else None
+        steps.append(Affine(f"linears.{k}.weight", bias, float(lin.weight_multiplier),
+                            float(lin.bias_multiplier)))
+        if k < n - 1:
+            steps.append(Elementwise(module.act))
+    if module.output_scale != 1.0:
+        scale = module.output_scale
+        steps.append(Elementwise(lambda z: scale * z))
     return steps
 
 

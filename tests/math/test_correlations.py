@@ -159,6 +159,20 @@ def test_mlp_method_equals_generic_up_to_order_5(gen, activation):
         _close(b[k], a[k], rtol=1e-12)
 
 
+@pytest.mark.parametrize("parameterization", ["standard", "ntk", "mup"])
+def test_mlp_method_handles_weakcorr_models_with_multipliers(gen, parameterization):
+    from weakcorr import models
+
+    model = models.mlp(4, [6, 5], 3, activation="gelu", parameterization=parameterization,
+                       output_scale=0.7, seed=0, dtype=torch.float64)
+    fm = F.functional(model)
+    X = torch.randn(3, 4, generator=gen, dtype=torch.float64)
+    a = C.diagonal(fm, X, orders=(1, 2, 3), lr=LR)
+    b = C.diagonal(fm, X, orders=(1, 2, 3), lr=LR, method="mlp")
+    for k in a:
+        _close(b[k], a[k], rtol=1e-12)
+
+
 def test_orders_reuse_one_nested_call_and_match_single_orders(fm, X):
     both = C.diagonal(fm, X, orders=(3, 2), lr=LR)
     assert sorted(both) == [2, 3]
@@ -474,5 +488,5 @@ def test_non_finite_derivatives_are_rejected(X):
 
 def test_mlp_method_rejects_other_modules(X):
     fm = F.functional(_Quadratic())
-    with pytest.raises(ValueError, match=r"`method='mlp'` needs an nn.Sequential.*method='generic'"):
+    with pytest.raises(ValueError, match=r"`method=.mlp.` needs a weakcorr.models.MLP.*method=.generic."):
         C.diagonal(fm, X, d=2, lr=LR, method="mlp")

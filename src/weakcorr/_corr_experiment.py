@@ -1,0 +1,291 @@
+"""The correlation-vs-width experiment (paper Sec. 3.2, App. A.1, Figs. 1–3), as the CLI runs it.
+
+For every (width, seed): build an MLP at initialisation, compute the exact diagonal
+C^{0,d}(x; x..x)_{i; i..i} (Eq. 11) for every input and output with
+:func:`weakcorr.correlations.diagonal`, and write one JSON record atomically
+(``corr_w{width}_s{seed}.json``: temp file + ``os.replace``).  Existing records with the
+same configuration are reused (resume).  A summary fits ``log mean|C^{0,d}|`` against
+``log width`` per order (least squares; for confidence intervals over seeds use
+:mod:`weakcorr.asymptotics`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+from . import correlations as C
+from . import data as _data
+from . import models as _models
+from .functional import functional
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CorrelationSweep",
+    "format_table",
+    "run_id",
+    "run_sweep",
+    "summarize",
+    "write_json_atomic",
+]
+
+SCHEMA_VERSION = 1
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_PARAMETERIZATIONS = ("standard", "ntk", "mup")
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class CorrelationSweep:
+    """One correlation-vs-width sweep: widths × seeds, fixed architecture, data and orders."""
+
+    widths: tuple[int, ...]
+    depth: int = 2
+    activation: str = "gelu"
+    parameterization: str = "ntk"
+    dataset: str = "mnist5k"
+    n_inputs: int = 160
+    orders: tuple[int, ...] = (2, 3)
+    lr: float = 1.0
+    seeds: int = 3
+    seed_offset: int = 0
+    data_seed: int = 0
+    dtype: str = "float32"
+    device: str = "cpu"
+    method: str = "generic"
+    max_memory_gb: float = 4.0
+    data_dir: str | None = field(default=None, compare=False)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first bad field."""
+        if not self.widths or any(int(w) < 1 for w in self.widths):
+            raise ValueError(f"`widths` must be one or more integers >= 1, got {self.widths!r}.")
+        for name in ("depth", "n_inputs", "seeds"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)!r}.")
+        if not self.orders or any(not 1 <= int(k) <= 6 for k in self.orders):
+            raise ValueError(
+                f"`orders` must be one or more integers in 1..6, got {self.orders!r}; e.g. 2 3."
+            )
+        if self.dtype not in _DTYPES:
+            raise ValueError(f"`dtype` must be one of {sorted(_DTYPES)}, got {self.dtype!r}.")
+        if self.parameterization not in _PARAMETERIZATIONS:
+            raise ValueError(
+                f"`parameterization` must be one of {list(_PARAMETERIZATIONS)}, "
+                f"got {self.parameterization!r}."
+            )
+        methods = [m.value for m in C.DiagonalMethod]
+        if self.method not in methods:
+            raise ValueError(f"`method` must be one of {methods}, got {self.method!r}.")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"`lr` must be a finite number > 0, got {self.lr!r}.")
+        device = torch.device(self.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(
+                f"`device` is {self.device!r} but CUDA is not available here; use --device cpu."
+            )
+
+    def runs(self) -> list[tuple[int, int]]:
+        """The (width, seed) pairs, widths outer."""
+        seeds = range(self.seed_offset, self.seed_offset + self.seeds)
+        return [(int(w), s) for w in self.widths for s in seeds]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["widths"], out["orders"] = list(self.widths), list(self.orders)
+        return out
+
+
+def run_id(width: int, seed: int) -> str:
+    """The file stem of one run's record."""
+    return f"corr_w{width}_s{seed}"
+
+
+def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
+    """Write JSON to ``path`` atomically: a temp file in the same folder, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=1)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _config_key(config: CorrelationSweep, width: int) -> dict[str, Any]:
+    """What a record must share with the current sweep to be reused."""
+    keep = config.to_dict()
+    for name in ("widths", "seeds", "seed_offset", "device", "max_memory_gb", "data_dir"):
+        keep.pop(name)
+    keep["width"] = width
+    return keep
+
+
+def _order_metrics(values: torch.Tensor) -> dict[str, Any]:
+    v = values.double()
+    return {
+        "mean": float(v.mean()),
+        "mean_abs": float(v.abs().mean()),
+        "rms": float(v.pow(2).mean().sqrt()),
+        "median_abs": float(v.abs().median()),
+        "max_abs": float(v.abs().max()),
+        "values": v.cpu().tolist(),  # [n_inputs][d_y]
+    }
+
+
+def _load_inputs(config: CorrelationSweep) -> tuple[torch.Tensor, int]:
+    """The first ``n_inputs`` training inputs, flattened, and the output dimension d_y."""
+    ds = _data.load(
+        config.dataset, n_train=config.n_inputs, n_test=1, seed=config.data_seed,
+        data_dir=config.data_dir,
+    )
+    X = torch.as_tensor(ds.X_train)
+    X = X.reshape(X.shape[0], -1).to(dtype=_DTYPES[config.dtype], device=config.device)
+    Y = torch.as_tensor(ds.Y_train)
+    d_out = int(Y.shape[-1]) if Y.ndim == 2 else int(torch.as_tensor(ds.labels_train).max()) + 1
+    return X, d_out
+
+
+def _compute(
+    config: CorrelationSweep, width: int, seed: int, X: torch.Tensor, d_out: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    model = _models.mlp(
+        X.shape[1], [width] * config.depth, d_out, activation=config.activation,
+        parameterization=config.parameterization, seed=seed, dtype=_DTYPES[config.dtype],
+    ).to(config.device)
+    fm = functional(model)
+    start = time.perf_counter()
+    diag = C.diagonal(
+        fm, X, orders=config.orders, lr=config.lr, method=config.method,
+        max_memory_gb=config.max_memory_gb, progress=progress,
+    )
+    wall = time.perf_counter() - start
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "correlations",
+        "run_id": run_id(width, seed),
+        "status": "ok",
+        "config": _config_key(config, width),
+        "width": width,
+        "seed": seed,
+        "n_params": fm.n_params,
+        "device": str(X.device),
+        "dtype": config.dtype,
+        "versions": {"weakcorr": __version__, "torch": torch.__version__,
+                     "python": platform.python_version()},
+        "wall_time_s": wall,
+        "metrics": {f"C{k}": _order_metrics(v) for k, v in sorted(diag.items())},
+    }
+
+
+def run_sweep(
+    config: CorrelationSweep,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    resume: bool = True,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Run every (width, seed) of ``config``; write one JSON per run into ``out_dir``.
+
+    Args:
+        config: the sweep.
+        out_dir: folder for the records (created); None keeps them in memory only.
+        resume: reuse an existing record whose configuration matches.
+        progress: ``progress(n_done, n_total)`` over all (input, output) pairs of the sweep.
+
+    Returns:
+        The records, in the order of ``config.runs()``.
+    """
+    config.validate()
+    runs = config.runs()
+    X, d_out = _load_inputs(config)
+    records: list[dict[str, Any]] = []
+    per_run = X.shape[0] * d_out
+    total = per_run * len(runs)
+    report = progress or (lambda n_done, n_total: None)
+    for k, (width, seed) in enumerate(runs):
+        path = Path(out_dir) / f"{run_id(width, seed)}.json" if out_dir is not None else None
+        record = _existing(path, config, width) if (path is not None and resume) else None
+        if record is None:
+            record = _compute(
+                config, width, seed, X, d_out,
+                lambda n_done, _n, base=k * per_run: report(base + n_done, total),
+            )
+            if path is not None:
+                write_json_atomic(path, record)
+        report((k + 1) * per_run, total)
+        records.append(record)
+    return records
+
+
+def _existing(path: Path | None, config: CorrelationSweep, width: int) -> dict[str, Any] | None:
+    if path is None or not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("status") != "ok" or record.get("config") != _config_key(config, width):
+        return None
+    return record
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per order: mean over seeds of mean|C| at each width, and the log-log slope in width."""
+    out: dict[str, Any] = {}
+    orders = sorted({name for r in records for name in r["metrics"]}, key=lambda s: int(s[1:]))
+    for name in orders:
+        by_width: dict[int, list[float]] = {}
+        for r in records:
+            by_width.setdefault(r["width"], []).append(r["metrics"][name]["mean_abs"])
+        widths = sorted(by_width)
+        means = [sum(by_width[w]) / len(by_width[w]) for w in widths]
+        slope = None
+        if len(widths) >= 2 and all(m > 0 for m in means):
+            xs = [math.log(w) for w in widths]
+            ys = [math.log(m) for m in means]
+            xm, ym = sum(xs) / len(xs), sum(ys) / len(ys)
+            slope = sum((x - xm) * (y - ym) for x, y in zip(xs, ys)) / sum(
+                (x - xm) ** 2 for x in xs
+            )
+        out[name] = {"widths": widths, "mean_abs": means, "slope_vs_width": slope}
+    return out
+
+
+def format_table(records: list[dict[str, Any]], summary: dict[str, Any]) -> str:
+    """A plain-text table: one row per run, then the fitted slopes."""
+    orders = list(summary)
+    head = f"{'width':>7} {'seed':>5} {'N':>11} " + " ".join(
+        f"{'mean|' + o + '|':>14}" for o in orders
+    ) + f" {'time [s]':>9}"
+    lines = [head, "-" * len(head)]
+    for r in records:
+        lines.append(
+            f"{r['width']:>7} {r['seed']:>5} {r['n_params']:>11,} "
+            + " ".join(f"{r['metrics'][o]['mean_abs']:>14.4e}" for o in orders)
+            + f" {r['wall_time_s']:>9.2f}"
+        )
+    for o in orders:
+        slope = summary[o]["slope_vs_width"]
+        if slope is not None:
+            lines.append(f"mean|{o}| ~ width^{slope:.3f} (least squares over seed means)")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""`weakcorr correlations`: records on disk, JSON output, resume, errors (tiny widths)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from weakcorr import _corr_experiment as experiment
+from weakcorr import cli
+
+ARGS = [
+    "correlations", "--width", "4", "8", "--depth", "1", "--activation", "tanh",
+    "--parameterization", "ntk", "--dataset", "mnist5k", "--n-inputs", "3", "--orders", "2", "3",
+    "--seeds", "2", "--dtype", "float64", "--quiet",
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("corr")
+    return out, cli.main([*ARGS, "--out", str(out)])
+
+
+def test_one_json_record_per_width_and_seed(sweep, capsys):
+    out, rc = sweep
+    assert rc == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"corr_w{w}_s{s}.json" for w in (4, 8) for s in (0, 1)]  # no temp files
+    record = json.loads((out / "corr_w8_s1.json").read_text())
+    assert record["schema_version"] == experiment.SCHEMA_VERSION
+    assert record["status"] == "ok" and record["width"] == 8 and record["seed"] == 1
+    assert record["dtype"] == "float64" and record["device"] == "cpu"
+    assert sorted(record["metrics"]) == ["C2", "C3"]
+    values = torch.tensor(record["metrics"]["C2"]["values"])
+    assert values.shape[0] == 3 and bool(torch.isfinite(values).all())
+    assert record["metrics"]["C2"]["mean_abs"] == pytest.approx(float(values.abs().mean()))
+
+
+def test_record_values_are_the_library_diagonal(sweep):
+    out, _ = sweep
+    record = json.loads((out / "corr_w4_s0.json").read_text())
+    from weakcorr import correlations, data, functional, models
+
+    ds = data.load("mnist5k", n_train=3, n_test=1, seed=0)
+    X = torch.as_tensor(ds.X_train).reshape(3, -1).double()
+    model = models.mlp(X.shape[1], [4], record["metrics"]["C2"]["values"][0].__len__(),
+                       activation="tanh", parameterization="ntk", seed=0, dtype=torch.float64)
+    diag = correlations.diagonal(functional(model), X, orders=(2, 3), lr=1.0)
+    for k in (2, 3):
+        torch.testing.assert_close(
+            torch.tensor(record["metrics"][f"C{k}"]["values"], dtype=torch.float64), diag[k],
+            rtol=1e-12, atol=0,
+        )
+
+
+def test_mlp_method_gives_the_same_records(sweep, tmp_path):
+    out, _ = sweep
+    args = [*ARGS[:3], *ARGS[4:], "--seeds", "1", "--method", "mlp", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    fast = json.loads((tmp_path / "corr_w4_s0.json").read_text())
+    generic = json.loads((out / "corr_w4_s0.json").read_text())
+    assert fast["config"]["method"] == "mlp"
+    for k in ("C2", "C3"):
+        torch.testing.assert_close(torch.tensor(fast["metrics"][k]["values"]),
+                                   torch.tensor(generic["metrics"][k]["values"]), rtol=1e-12, atol=0)
+
+
+def test_json_flag_prints_one_object_and_resume_reuses_records(sweep, capsys):
+    out, _ = sweep
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert cli.main([*ARGS, "--out", str(out), "--json"]) == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)  # stdout is exactly one JSON document
+    assert len(payload["runs"]) == 4 and "values" not in payload["runs"][0]["metrics"]["C2"]
+    assert set(payload["summary"]) == {"C2", "C3"}
+    assert payload["summary"]["C2"]["widths"] == [4, 8]
+    assert captured.err == ""
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # resumed
+
+
+def test_table_is_printed(tmp_path, capsys):
+    assert cli.main([*ARGS[:3], *ARGS[4:], "--seeds", "1", "--orders", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "mean|C2|" in out and "width" in out
+
+
+@pytest.mark.parametrize(
+    "extra,match",
+    [
+        (["--orders", "0"], "`orders` must be one or more integers in 1..6"),
+        (["--width", "0"], "`widths` must be one or more integers >= 1"),
+        (["--lr", "-1"], "`lr` must be a finite number > 0"),
+        (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--seeds", "0"],
+         "`device`" if not torch.cuda.is_available() else "`seeds` must be >= 1"),
+    ],
+    ids=["orders", "width", "lr", "device"],
+)
+def test_bad_arguments_exit_2_with_the_argument_named(extra, match, capsys):
+    assert cli.main([*ARGS, *extra]) == 2
+    assert match in capsys.readouterr().err
+
+
+def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
+    path = tmp_path / "r.json"
+    experiment.write_json_atomic(path, {"a": 1})
+    with pytest.raises(TypeError):
+        experiment.write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
