@@ -25,7 +25,6 @@ _SUBMODULES = frozenset(
         "config",
         "correlations",
         "data",
-        "diagnose_",
         "experiments",
         "functional",
         "linearize",
@@ -40,10 +39,12 @@ _SUBMODULES = frozenset(
     }
 )
 
-__all__ = ["FunctionalModel", "__version__", "functional", *sorted(_SUBMODULES)]
+__all__ = ["FunctionalModel", "__version__", "diagnose", "functional", *sorted(_SUBMODULES)]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "diagnose":  # the function: wc.diagnose(make_model, data, widths=..., ...)
+        return importlib.import_module("._diagnose", __name__).diagnose
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'weakcorr' has no attribute {name!r}")
