@@ -211,6 +211,7 @@ def paired_sgd(
     probe = x_tr[: min(16, n_train)]
     kernel0 = _probe_kernel(fm, theta0, probe) if probe_ntk else None
     first_loss: float | None = None
+    fused = linearized and _is_plain_mlp(model, theta0)
 
     for step, idx in enumerate(batches):
         xb, yb = x_tr[idx], y_tr[idx]
@@ -219,11 +220,17 @@ def paired_sgd(
         grads = torch.autograd.grad(loss_f, list(theta.values()))
         entry: dict[str, Any] = {"step": step, "loss_f": loss_f.item()}
         if linearized:
-            f0, jd = _primal_and_tangent(fm, theta0_leaf, delta, xb)
+            if fused:
+                f0, jd, pullback = _mlp_linear_pass(model, theta0, delta, xb)
+            else:
+                f0, jd = _primal_and_tangent(fm, theta0_leaf, delta, xb)
             f_lin = f0.detach() + jd
             loss_lin = _loss_value(loss_kind, f_lin, yb)
             r = _loss_grad(loss_kind, f_lin, yb)
-            grads_lin = torch.autograd.grad(f0, list(theta0_leaf.values()), grad_outputs=r)
+            if fused:
+                grads_lin = pullback(r)
+            else:
+                grads_lin = torch.autograd.grad(f0, list(theta0_leaf.values()), grad_outputs=r)
             entry["loss_lin"] = loss_lin.item()
             entry["discrepancy"] = ((out.detach() - f_lin) ** 2).sum(-1).mean().item()
         first_loss = first_loss if first_loss is not None else max(
@@ -304,6 +311,70 @@ def _primal_and_tangent(fm: FunctionalModel, theta0_leaf, delta, x) -> tuple[Ten
     if tangent is None:  # Δ = 0 on a path that never touched the tangent
         tangent = torch.zeros_like(primal)
     return primal, tangent.detach()
+
+
+def _is_plain_mlp(model: nn.Module, params: Mapping[str, Tensor]) -> bool:
+    """True for weakcorr.models.MLP-shaped modules (recognised by attribute names)."""
+    linears = getattr(model, "linears", None)
+    if linears is None or not callable(getattr(model, "act", None)):
+        return False
+    names = set()
+    for i, lin in enumerate(linears):
+        if not all(hasattr(lin, a) for a in ("weight", "bias", "weight_multiplier", "bias_multiplier")):
+            return False
+        names.add(f"linears.{i}.weight")
+        if lin.bias is not None:
+            names.add(f"linears.{i}.bias")
+    return names == set(params) and not any(True for _ in model.buffers())
+
+
+@torch.no_grad()
+def _mlp_linear_pass(model, theta0: Mapping[str, Tensor], delta: Mapping[str, Tensor], x: Tensor):
+    """f(θ0)(x), J(θ0)(x)Δ and the pullback r ↦ J(θ0)(x)ᵀr for an MLP, written out by hand.
+
+    The same mathematics as :func:`_primal_and_tangent` plus a backward pass, without
+    autograd bookkeeping: φ and φ' are computed once per layer (exactly, by one jvp of the
+    elementwise activation) and shared by the tangent and the backward pass.
+    """
+    linears = model.linears
+    ones = None
+    hs, dphis = [x], []
+    h, h_dot = x, None
+    for i, lin in enumerate(linears):
+        w, dw = theta0[f"linears.{i}.weight"], delta[f"linears.{i}.weight"]
+        a, c = lin.weight_multiplier, lin.bias_multiplier
+        z = h @ w.T
+        z_dot = h @ dw.T if h_dot is None else h @ dw.T + h_dot @ w.T
+        if a != 1.0:
+            z, z_dot = a * z, a * z_dot
+        if lin.bias is not None:
+            z = z + c * theta0[f"linears.{i}.bias"]
+            z_dot = z_dot + c * delta[f"linears.{i}.bias"]
+        if i == len(linears) - 1:
+            scale = model.output_scale
+            f0, jd = (scale * z, scale * z_dot) if scale != 1.0 else (z, z_dot)
+            break
+        if ones is None or ones.shape != z.shape:
+            ones = torch.ones_like(z)
+        h, dphi = torch.func.jvp(model.act, (z,), (ones,))
+        h_dot = dphi * z_dot
+        hs.append(h)
+        dphis.append(dphi)
+
+    def pullback(r: Tensor) -> list[Tensor]:
+        grads: dict[str, Tensor] = {}
+        g = model.output_scale * r
+        for i in range(len(linears) - 1, -1, -1):
+            lin = linears[i]
+            a, c = lin.weight_multiplier, lin.bias_multiplier
+            grads[f"linears.{i}.weight"] = a * (g.T @ hs[i])
+            if lin.bias is not None:
+                grads[f"linears.{i}.bias"] = c * g.sum(0)
+            if i > 0:
+                g = a * (g @ theta0[f"linears.{i}.weight"]) * dphis[i - 1]
+        return [grads[k] for k in theta0]
+
+    return f0, jd, pullback
 
 
 def _diverged(entry: Mapping[str, float], first: float) -> bool:
