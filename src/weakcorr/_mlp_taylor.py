@@ -20,7 +20,7 @@ Exact arithmetic on truncated power series; no finite differences.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -170,9 +170,19 @@ def diagonal_raw(
     *,
     max_memory_gb: float,
     progress: Progress,
+    mask: Mapping[str, Tensor] | None = None,
 ) -> Tensor:
-    """Same contract as ``_correlations.diagonal_raw``: [K+1, B, d_y] of ∇^k f_i(x)[g^k]."""
+    """Same contract as ``_correlations.diagonal_raw``: [K+1, B, d_y] of ∇^k f_i(x)[g^k],
+    ``g = P ∇f_i(x)`` with the optional 0/1 ``mask`` P (the paper's sampled indices).
+
+    With a mask the rank-one perturbation ``c_w δ a0ᵀ`` of a weight is kept only on the
+    sampled entries (r, c), so its action ``c_w² Σ_c δ_r a0_c a_c`` is a gather/scatter over
+    the sampled entries instead of a dot product.  Pair tensors are laid out [inputs, d_y, width] so that per-input quantities (activations,
+    σ^{(m)}(z0)) broadcast over the outputs without copies, and every layer's power-series
+    coefficients go through one GEMM.
+    """
     steps = mlp_steps(fm)
+    sampled = None if mask is None else _sampled_entries(steps, mask)
     K = max_order
     B = X.shape[0]
     x = X.reshape(B, -1)
@@ -197,55 +207,96 @@ def diagonal_raw(
         raise _unsupported(fm, "the last step's width differs from the output dimension")
     widths = sum(t.shape[1] for t in inputs) + d_y
     item = torch.empty((), dtype=fm.dtype).element_size()
-    size = chunk_size_for((3 * K + 6) * widths * item, max_memory_gb, n_items=B * d_y)
-    rows = torch.arange(B, device=X.device).repeat_interleave(d_y)
-    outs = torch.arange(d_y, device=X.device).repeat(B)
+    per_input = (3 * K + 6) * widths * item * d_y
+    size = chunk_size_for(per_input, max_memory_gb, n_items=B)
     eye = torch.eye(d_y, dtype=fm.dtype, device=fm.device)
-    result = torch.empty(K + 1, B * d_y, dtype=fm.dtype, device=fm.device)
-    for sl in chunks(B * d_y, size):
-        r, idx = rows[sl], outs[sl]
-        # backward: δ at the output of every step (∂f_i/∂(step output)) for each pair
+    result = torch.empty(K + 1, B, d_y, dtype=fm.dtype, device=fm.device)
+    result[0] = out0
+    for sl in chunks(B, size):
+        # backward: δ at the output of every step, [inputs, d_y, width] (or broadcastable)
         deltas: list[Tensor] = [None] * len(steps)  # type: ignore[list-item]
-        grad = eye[idx]
+        grad = eye.unsqueeze(0)  # [1, d_y (pair's output i), d_y]
         for j in range(len(steps) - 1, -1, -1):
             s = steps[j]
             deltas[j] = grad
             if j == 0:
                 break
             if isinstance(s, Affine):
-                grad = s.weight_mult * grad @ params[s.weight]
+                grad = s.weight_mult * (grad @ params[s.weight])
             else:
-                grad = grad * derivs[j][1][r]
-        # forward power series along g = ∇f_i(x)
-        coeffs: list[Tensor | None] = [None] * (K + 1)  # coefficients 1..K of the input
+                grad = grad * derivs[j][1][sl].unsqueeze(1)
+        # forward power series along g = ∇f_i(x): coefficients 1..K of each step's input
+        coeffs: list[Tensor | None] = [None] * (K + 1)
         for j, s in enumerate(steps):
-            a0 = inputs[j][r]
+            a0 = inputs[j][sl].unsqueeze(1)  # [inputs, 1, width]
             if isinstance(s, Affine):
-                W, delta = params[s.weight], deltas[j]
-                new: list[Tensor | None] = [None] * (K + 1)
-                for k in range(1, K + 1):
-                    acc = None
-                    if coeffs[k] is not None:
-                        acc = s.weight_mult * coeffs[k] @ W.T
-                    prev = a0 if k == 1 else coeffs[k - 1]
-                    if prev is not None:
-                        dot = (a0 * prev).sum(dim=1, keepdim=True)
-                        if k == 1 and s.bias is not None:
-                            dot = s.weight_mult**2 * dot + s.bias_mult**2
-                        else:
-                            dot = s.weight_mult**2 * dot
-                        term = delta * dot
-                        acc = term if acc is None else acc + term
-                    new[k] = acc
-                coeffs = new
+                entries = None if sampled is None else sampled[j]
+                coeffs = _affine_series(s, params, a0, deltas[j], coeffs, K, entries)
             else:
-                ds = [t[r] for t in derivs[j]]
+                ds = [t[sl].unsqueeze(1) for t in derivs[j]]
                 coeffs = _compose(ds, coeffs, K)
                 coeffs[0] = None
-        picked = torch.arange(idx.shape[0], device=idx.device)
-        result[0, sl] = out0[r, idx]
         for k in range(1, K + 1):
             c = coeffs[k]
-            result[k, sl] = 0.0 if c is None else math.factorial(k) * c[picked, idx]
-        progress(sl.stop, B * d_y)
-    return result.reshape(K + 1, B, d_y)
+            result[k, sl] = 0.0 if c is None else math.factorial(k) * torch.diagonal(
+                c, dim1=-2, dim2=-1
+            )
+        progress(sl.stop * d_y, B * d_y)
+    return result
+
+
+Entries = tuple[Tensor, Tensor, Tensor | None]  # sampled weight rows, columns, bias indices
+
+
+def _sampled_entries(steps: list[Step], mask: Mapping[str, Tensor]) -> list[Entries | None]:
+    out: list[Entries | None] = []
+    for s in steps:
+        if isinstance(s, Affine):
+            rows, cols = mask[s.weight].nonzero(as_tuple=True)
+            bias = mask[s.bias].nonzero().squeeze(1) if s.bias is not None else None
+            out.append((rows, cols, bias))
+        else:
+            out.append(None)
+    return out
+
+
+def _scatter(values: Tensor, index: Tensor, width: int) -> Tensor:
+    out = values.new_zeros(*values.shape[:-1], width)
+    return out.index_add_(-1, index, values)
+
+
+def _affine_series(
+    s: Affine, params: Params, a0: Tensor, delta: Tensor, coeffs: list[Tensor | None], K: int,
+    entries: Entries | None = None,
+) -> list[Tensor | None]:
+    """``z^{(k)} = c_w W a^{(k)} + c_w² δ (a0·a^{(k-1)}) + [k=1] c_b² δ`` for k = 1..K
+    (with sampled ``entries``, the last two terms restricted to them)."""
+    W = params[s.weight]
+    present = [k for k in range(1, K + 1) if coeffs[k] is not None]
+    linear: dict[int, Tensor] = {}
+    if present:  # one GEMM for all orders
+        stacked = torch.stack(
+            [torch.broadcast_to(coeffs[k], coeffs[present[0]].shape) for k in present]
+        )
+        products = (s.weight_mult * stacked) @ W.T
+        linear = dict(zip(present, products))
+    new: list[Tensor | None] = [None] * (K + 1)
+    for k in range(1, K + 1):
+        acc = linear.get(k)
+        prev = a0 if k == 1 else coeffs[k - 1]
+        if prev is not None and entries is None:
+            dot = s.weight_mult**2 * (a0 * prev).sum(dim=-1, keepdim=True)
+            if k == 1 and s.bias is not None:
+                dot = dot + s.bias_mult**2
+            term = delta * dot
+            acc = term if acc is None else acc + term
+        elif prev is not None:
+            rows, cols, bias = entries
+            width = W.shape[0]
+            vals = delta[..., rows] * (a0[..., cols] * prev[..., cols])
+            term = s.weight_mult**2 * _scatter(vals, rows, width)
+            if k == 1 and bias is not None:
+                term = term + s.bias_mult**2 * _scatter(delta[..., bias], bias, width)
+            acc = term if acc is None else acc + term
+        new[k] = acc
+    return new

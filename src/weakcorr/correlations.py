@@ -410,6 +410,7 @@ def paper_estimate(
     generator: torch.Generator | None,
     normalization: str = "rms",
     params: Mapping[str, Tensor] | None = None,
+    method: str = "generic",
     max_memory_gb: float = 4.0,
     progress: Progress | None = None,
 ) -> float:
@@ -443,6 +444,8 @@ def paper_estimate(
         generator: for the index sample (required keyword; None uses the global RNG).
         normalization: ``"rms"`` (default) or ``"n_inputs"``, see :class:`PaperNormalization`.
         params: θ (default θ0).
+        method: ``"generic"`` (default) or ``"mlp"`` (exact Taylor-mode path, see
+            :class:`DiagonalMethod`; the sampled directions become gathers over D).
         max_memory_gb: budget for the gradient blocks.
         progress: ``progress(n_done, n_total)`` after each chunk.
 
@@ -454,6 +457,7 @@ def paper_estimate(
     d = _c.check_int(d, "d", 1, "the correlation order d starts at 1; the paper uses 2 and 3.")
     _c.check_total_order(0, d, False)
     per_layer = _c.check_int(params_per_layer, "params_per_layer", 1, "the paper uses 60.")
+    method_ = _check_method(method)
     allowed = [n.value for n in PaperNormalization]
     if normalization not in allowed:
         raise ValueError(f"`normalization` must be one of {allowed}, got {normalization!r}.")
@@ -461,7 +465,7 @@ def paper_estimate(
     X = _c.as_batch(fm, X, "X")
     d_y = _c.output_dim(fm, params_, X, "X")
     masks, n_sampled = _c.sample_layer_masks(params_, per_layer, generator)
-    raw = _c.diagonal_raw(
+    raw = _DIAGONAL_METHODS[method_](
         fm, params_, X, d_y, d, max_memory_gb=max_memory_gb,
         progress=progress or _c.no_progress, mask=masks,
     )[d]

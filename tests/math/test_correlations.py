@@ -171,6 +171,12 @@ def test_mlp_method_handles_weakcorr_models_with_multipliers(gen, parameterizati
     b = C.diagonal(fm, X, orders=(1, 2, 3), lr=LR, method="mlp")
     for k in a:
         _close(b[k], a[k], rtol=1e-12)
+    p_generic, p_mlp = (
+        C.paper_estimate(fm, X, d=2, lr=LR, params_per_layer=4, method=m,
+                         generator=torch.Generator().manual_seed(3))
+        for m in ("generic", "mlp")
+    )
+    assert p_mlp == pytest.approx(p_generic, rel=1e-12)
 
 
 def test_orders_reuse_one_nested_call_and_match_single_orders(fm, X):
@@ -362,10 +368,11 @@ def test_paper_estimate_with_all_parameters_is_the_exact_full_sum(fm, X, d, norm
     assert got == pytest.approx(expected, rel=1e-12)
 
 
+@pytest.mark.parametrize("method", ["generic", "mlp"])
 @pytest.mark.parametrize("d", [2, 3], ids=["d2", "d3"])
-def test_paper_estimate_sampled_matches_explicit_entries(fm, X, ref, d):
+def test_paper_estimate_sampled_matches_explicit_entries(fm, X, ref, d, method):
     per_layer = 5
-    got = C.paper_estimate(fm, X, d=d, lr=LR, params_per_layer=per_layer,
+    got = C.paper_estimate(fm, X, d=d, lr=LR, params_per_layer=per_layer, method=method,
                            generator=torch.Generator().manual_seed(11))
     masks, n_sampled = _correlations.sample_layer_masks(
         fm.params, per_layer, torch.Generator().manual_seed(11)
