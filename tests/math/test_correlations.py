@@ -497,3 +497,36 @@ def test_mlp_method_rejects_other_modules(X):
     fm = F.functional(_Quadratic())
     with pytest.raises(ValueError, match=r"`method=.mlp.` needs a weakcorr.models.MLP.*method=.generic."):
         C.diagonal(fm, X, d=2, lr=LR, method="mlp")
+
+
+# --- memory budget (slow) ----------------------------------------------------------------------
+
+_MEMORY_SCRIPT = """
+import resource, torch
+from torch import nn
+import weakcorr.correlations as C, weakcorr.functional as F
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(784, 1024), nn.GELU(), nn.Linear(1024, 1024), nn.GELU(),
+                      nn.Linear(1024, 10))
+fm = F.functional(model)
+X = torch.rand(160, 784, generator=torch.Generator().manual_seed(0))
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = C.diagonal(fm, X, orders=(2, 3), lr=1.0, max_memory_gb={budget})
+assert out[2].shape == (160, 10) and bool(torch.isfinite(out[3]).all())
+print(base * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("budget", [4.0, 1.0], ids=["4GB", "1GB"])
+def test_generic_diagonal_at_width_1024_stays_within_the_memory_budget(budget):
+    """1.9 M parameters, 160 inputs x 10 outputs, orders (2, 3): peak RSS of the whole process
+    below the budget (4 GB), and the chunked part within a 1 GB budget."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _MEMORY_SCRIPT.format(budget=budget)],
+                         capture_output=True, text=True, check=True)
+    base, peak = (int(v) for v in out.stdout.split())
+    assert peak < budget * 1024**3
+    assert peak - base < budget * 1024**3
