@@ -80,6 +80,15 @@ def test_json_flag_prints_one_object_and_resume_reuses_records(sweep, capsys):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before  # resumed
 
 
+def test_progress_bar_only_on_a_tty_and_not_with_quiet(monkeypatch, capsys):
+    args = [a for a in ARGS if a != "--quiet"][:3] + ARGS[4:-1] + ["--seeds", "1"]
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    assert cli.main(args) == 0
+    assert "correlations" in capsys.readouterr().err  # tqdm's description
+    assert cli.main([*args, "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_table_is_printed(tmp_path, capsys):
     assert cli.main([*ARGS[:3], *ARGS[4:], "--seeds", "1", "--orders", "2"]) == 0
     out = capsys.readouterr().out

@@ -17,11 +17,9 @@ example:
       --lr 1.0 --seeds 3 --out runs/corr
 
 One JSON per (width, seed) is written atomically to --out (corr_w<width>_s<seed>.json);
-records with the same configuration are reused unless --no-resume.  With the generic
-method on glibc, allocation-heavy steps run faster with
-MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=100000000000 set in the environment before
-starting (they cannot take effect from inside the process); --method mlp is an exact,
-much faster path for MLPs.
+records with the same configuration are reused unless --no-resume.  --method mlp is
+an exact Taylor-mode path for these MLPs, ~50x faster than the generic default at
+width 1024 (benchmarks/bench_correlations.py); both agree to float rounding.
 """
 
 
