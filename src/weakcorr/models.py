@@ -27,6 +27,8 @@ __all__ = ["MLP", "Activation", "Parameterization", "ScaledLinear", "mlp"]
 
 
 class Activation(StrEnum):
+    """Hidden-layer activations φ (GELU is the exact form z·Φ(z), not the tanh approximation)."""
+
     RELU = "relu"
     GELU = "gelu"
     ERF = "erf"
@@ -35,6 +37,8 @@ class Activation(StrEnum):
 
 
 class Parameterization(StrEnum):
+    """Initialisations and multipliers; the formulas are in :func:`mlp`."""
+
     STANDARD = "standard"
     NTK = "ntk"
     MUP = "mup"
@@ -92,17 +96,30 @@ class ScaledLinear(nn.Module):
 
 
 class MLP(nn.Module):
-    """A fully connected network ``d_in → hidden… → d_out`` (see the module docstring)."""
+    """A fully connected network ``d_in → hidden… → d_out`` (see the module docstring).
+
+    Args:
+        linears: the hidden layers, then the output layer.
+        activation: the hidden-layer activation.
+        output_scale: constant multiplying the output.
+        parameterization: recorded for ``repr`` (the multipliers live in ``linears``).
+
+    Attributes:
+        widths: ``[d_in, n_1, …, n_L, d_out]``.
+    """
 
     def __init__(
         self,
         linears: Sequence[ScaledLinear],
-        activation: Activation,
+        activation: Activation | str,
         *,
         output_scale: float = 1.0,
         parameterization: Parameterization = Parameterization.STANDARD,
     ) -> None:
         super().__init__()
+        if len(linears) == 0:
+            raise ValueError("`linears` must hold at least the output layer, got none.")
+        activation = _check_choice(str(activation), Activation, "activation")
         self.linears = nn.ModuleList(linears)
         self.activation_name = str(activation)
         self.parameterization = str(parameterization)
@@ -152,70 +169,104 @@ def mlp(
 ) -> MLP:
     """Build a fully connected network in one of the paper's parameterizations.
 
-    With fan-in ``n_{l-1}`` of layer ``l`` and pre-activation
-    ``z_l = a_l · W_l h_{l-1} + c_l · b_l``:
+    Layer ``l = 1 … L+1`` (L hidden layers, widths ``n_0 = d_in, n_1 … n_L,
+    n_{L+1} = d_out``) computes the pre-activation
+
+    .. math::
+
+        z_l = a_l\\, W_l h_{l-1} + c_l\\, b_l, \\qquad h_l = \\phi(z_l),
+        \\qquad f(x) = \\text{output\\_scale} \\cdot z_{L+1},
+
+    with stored parameters ``W_l`` [n_l, n_{l-1}], ``b_l`` [n_l] and constant
+    multipliers ``a_l`` (``weight_multiplier``) and ``c_l`` (``bias_multiplier``):
 
     * ``"standard"`` — exactly PyTorch's ``nn.Linear`` default (the paper's A.2
-      setting): ``W ~ U(-1/√n_{l-1}, 1/√n_{l-1})``, ``b ~ U(-1/√n_{l-1}, 1/√n_{l-1})``,
-      multipliers ``a_l = c_l = 1``. With ``seed=s`` (and no generator) the
-      parameters equal those of ``nn.Linear`` layers created in order after
-      ``torch.manual_seed(s)``; ``sigma_w``/``sigma_b`` are ignored.
-    * ``"ntk"`` — the NTK parameterization (paper's A.1, neural-tangents'
-      ``stax.Dense(parameterization="ntk")``): ``W ~ N(0, 1)``, ``b ~ N(0, 1)``,
-      ``a_l = σ_w/√n_{l-1}``, ``c_l = σ_b``.
-    * ``"mup"`` — maximal-update parameterization for SGD (Yang & Hu 2020;
-      Tensor Programs V, Table 3: hidden weights init var 1/fan_in and lr 1,
-      input weights and biases lr ∝ fan_out, output weights init var 1/fan_in²
-      and lr 1/fan_in), written with multipliers in the forward pass so that one
-      global, width-independent SGD learning rate η is μP. A multiplier ``a``
-      on a weight ``W ~ N(0, s²)`` gives an effective weight of std ``a·s`` and
-      an effective learning rate ``a²·η``. With widths ``n_0 = d_in, n_1 … n_L,
-      n_{L+1} = d_out``:
+      setting): ``W_l ~ U(-1/√n_{l-1}, 1/√n_{l-1})`` (``kaiming_uniform_(a=√5)``),
+      ``b_l ~ U(-1/√n_{l-1}, 1/√n_{l-1})``, ``a_l = c_l = 1``; ``sigma_w`` and
+      ``sigma_b`` are ignored. The draws are those of ``nn.Linear.reset_parameters``,
+      layer by layer (weight then bias), from: the global RNG seeded with ``seed``
+      (the global RNG state is restored afterwards), or ``generator``, or the
+      global RNG as it stands. So ``mlp(..., seed=s)`` equals ``nn.Linear`` layers
+      created in order after ``torch.manual_seed(s)``, and so does
+      ``generator=torch.Generator().manual_seed(s)`` (same CPU stream).
+    * ``"ntk"`` — the NTK parameterization (paper's A.1; neural-tangents
+      ``stax.Dense(parameterization="ntk")``): ``W_l ~ N(0, 1)``, ``b_l ~ N(0, 1)``,
+      ``a_l = σ_w/√n_{l-1}``, ``c_l = σ_b``, for every layer.
+    * ``"mup"`` — maximal-update parameterization for SGD (Yang & Hu 2020,
+      Tensor Programs IV; Tensor Programs V, Table 3: init variance 1/fan_in for
+      input weights, hidden weights and biases, 1/fan_in² for output weights; SGD
+      learning rate ∝ fan_out for input weights and biases, 1 for hidden weights,
+      1/fan_in for output weights). It is written with multipliers so that plain
+      SGD with one global, width-independent learning rate η is μP: a multiplier
+      ``a`` on a stored weight ``W ~ N(0, s²)`` gives an effective weight ``a·W``
+      of std ``a·s`` and an effective learning rate ``a²·η``. Per layer:
 
-      - input layer: ``a = √n_1``, ``W ~ N(0, σ_w²/(n_0 n_1))`` (effective std
-        σ_w/√n_0, effective lr η·n_1);
-      - hidden layers: ``a = 1``, ``W ~ N(0, σ_w²/n_{l-1})`` (effective lr η);
-      - output layer: ``a = 1/√n_L``, ``W ~ N(0, σ_w²/n_L)`` (effective std
-        σ_w/n_L, so outputs are O(1/√n) at initialisation; effective lr η/n_L);
-      - hidden biases: ``c = √n_l``, ``b ~ N(0, σ_b²/n_l)`` (effective std σ_b,
-        lr η·n_l); output bias ``c = 1``, ``b ~ N(0, σ_b²)``.
+      - input layer (l = 1): ``a_1 = √n_1``, ``W_1 ~ N(0, σ_w²/(n_0 n_1))``
+        (effective std σ_w/√n_0, effective lr η·n_1);
+      - hidden layers (2 ≤ l ≤ L): ``a_l = 1``, ``W_l ~ N(0, σ_w²/n_{l-1})``
+        (effective lr η);
+      - output layer (l = L+1): ``a = 1/√n_L``, ``W ~ N(0, σ_w²/n_L)``
+        (effective std σ_w/n_L, effective lr η/n_L);
+      - hidden biases: ``c_l = √n_l``, ``b_l ~ N(0, σ_b²/n_l)`` (effective std
+        σ_b, effective lr η·n_l); output bias ``c = 1``, ``b ~ N(0, σ_b²)``.
+
+      At initialisation the hidden pre-activations are Θ(1) and the output is
+      Θ(1/√n) (variance ∝ 1/n_L, plus σ_b² from the output bias).
+
+    ``ntk`` and ``mup`` draw from ``generator``, or a fresh generator seeded with
+    ``seed``, or (both None) a generator seeded from the global RNG.
 
     Args:
-        d_in: input dimension.
+        d_in: input dimension n_0.
         hidden: width of the single hidden layer, or one width per hidden layer.
         d_out: output dimension d_y.
         activation: one of ``relu``, ``gelu`` (exact erf form), ``erf``, ``sigmoid``, ``tanh``.
         parameterization: ``standard``, ``ntk`` or ``mup``.
         bias: whether layers have biases.
-        sigma_w, sigma_b: weight and bias scales (ntk and mup).
-        output_scale: the output is multiplied by this constant (Chizat-style lazy scaling).
+        sigma_w: weight scale σ_w > 0 (ntk and mup).
+        sigma_b: bias scale σ_b >= 0 (ntk and mup).
+        output_scale: the output is multiplied by this constant > 0 (Chizat-style lazy scaling).
         generator: the random source of the initialisation.
-        seed: shorthand for a fresh generator seeded with ``seed`` (``standard``:
-            the global RNG seeded with ``seed``, to match ``nn.Linear`` exactly;
-            the global RNG state is restored afterwards).
-        dtype: parameter dtype.
+        seed: an integer seed instead of ``generator`` (see above).
+        dtype: floating parameter dtype.
 
     Returns:
-        An :class:`MLP`.
+        An :class:`MLP` with parameters ``linears.{k}.weight`` / ``linears.{k}.bias``.
+
+    Raises:
+        ValueError: unknown activation or parameterization, non-positive widths,
+            empty ``hidden``, bad scales, non-float dtype, or both ``seed`` and ``generator``.
 
     Example:
         >>> net = mlp(4, [8, 8], 3, activation="gelu", seed=0)
         >>> net(torch.zeros(2, 4)).shape
         torch.Size([2, 3])
+        >>> net.widths
+        [4, 8, 8, 3]
     """
     act = _check_choice(activation, Activation, "activation")
     param = _check_choice(parameterization, Parameterization, "parameterization")
-    widths_hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+    widths_hidden = _hidden_widths(hidden)
     for name, value in [("d_in", d_in), ("d_out", d_out)] + [
         (f"hidden[{i}]", w) for i, w in enumerate(widths_hidden)
     ]:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
     for name, value in [("sigma_w", sigma_w), ("sigma_b", sigma_b), ("output_scale", output_scale)]:
-        if not math.isfinite(value) or (name != "sigma_b" and value <= 0) or value < 0:
-            raise ValueError(f"`{name}` must be a finite positive number, got {value!r}.")
+        lowest_ok = 0.0 if name == "sigma_b" else math.nextafter(0.0, 1.0)
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < lowest_ok:
+            kind = "non-negative" if name == "sigma_b" else "positive"
+            raise ValueError(f"`{name}` must be a finite {kind} number, got {value!r}.")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            f"`dtype` must be a floating-point torch.dtype (e.g. torch.float32), got {dtype!r}."
+        )
     if generator is not None and seed is not None:
-        raise ValueError("Pass at most one of `generator` and `seed`.")
+        raise ValueError(
+            "Pass at most one of `generator` and `seed`, got both; drop one of them."
+        )
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
     widths = [d_in, *widths_hidden, d_out]
 
     if param is Parameterization.STANDARD:
@@ -252,7 +303,26 @@ def mlp(
     return MLP(linears, act, output_scale=output_scale, parameterization=param)
 
 
-def _standard_layers(widths, bias, dtype, generator, seed) -> list[ScaledLinear]:
+def _hidden_widths(hidden: int | Sequence[int]) -> list[int]:
+    if isinstance(hidden, int) and not isinstance(hidden, bool):
+        return [hidden]
+    if isinstance(hidden, (str, bytes)) or not isinstance(hidden, Sequence):
+        raise ValueError(
+            f"`hidden` must be an int or a sequence of ints (one width per hidden layer), "
+            f"got {hidden!r}."
+        )
+    if len(hidden) == 0:
+        raise ValueError(
+            "`hidden` must name at least one hidden layer, got an empty sequence; "
+            "pass e.g. hidden=[64]."
+        )
+    return list(hidden)
+
+
+def _standard_layers(
+    widths: list[int], bias: bool, dtype: torch.dtype, generator: torch.Generator | None,
+    seed: int | None,
+) -> list[ScaledLinear]:
     """nn.Linear's default init (kaiming_uniform(a=√5) ≡ U(±1/√fan_in), bias U(±1/√fan_in))."""
     state = torch.random.get_rng_state() if seed is not None else None
     if seed is not None:
