@@ -64,7 +64,7 @@ class CorrelationSweep:
     data_seed: int = 0
     dtype: str = "float32"
     device: str = "cpu"
-    method: str = "generic"
+    method: str = "auto"
     max_memory_gb: float = 4.0
     data_dir: str | None = field(default=None, compare=False)
 

@@ -56,12 +56,15 @@ Progress = _c.Progress
 class DiagonalMethod(StrEnum):
     """How :func:`diagonal` computes the derivatives.
 
-    ``generic``: any ``nn.Module`` (vmapped vjps + nested jvps); the default.
-    ``mlp``: exact Taylor-mode propagation for ``nn.Sequential`` MLPs (Linear layers and
-    elementwise activations), using the rank-one structure of each layer's gradient;
-    much faster at large width, same values (tested against ``generic``).
+    ``auto`` (the default): ``mlp`` when the model is an MLP it recognises, else ``generic``.
+    Both are exact autodiff and agree to rounding, so the faster one is chosen.
+    ``generic``: any ``nn.Module`` (vmapped vjps + nested jvps).
+    ``mlp``: exact Taylor-mode propagation for ``weakcorr.models.MLP`` and ``nn.Sequential``
+    MLPs (Linear layers and elementwise activations), using the rank-one structure of each
+    layer's gradient; ~75x faster at width 1024 (tested against ``generic``).
     """
 
+    AUTO = "auto"
     GENERIC = "generic"
     MLP = "mlp"
 
@@ -78,11 +81,19 @@ class PaperNormalization(StrEnum):
     N_INPUTS = "n_inputs"
 
 
-def _check_method(method: object) -> DiagonalMethod:
+def _check_method(method: object, fm: FunctionalModel | None = None) -> DiagonalMethod:
+    """Validate ``method``; ``auto`` resolves to ``mlp`` when the model is an MLP it supports."""
     allowed = [m.value for m in DiagonalMethod]
     if method not in allowed:
         raise ValueError(f"`method` must be one of {allowed}, got {method!r}.")
-    return DiagonalMethod(method)
+    method_ = DiagonalMethod(method)
+    if method_ is DiagonalMethod.AUTO:
+        try:
+            _mlp_taylor.mlp_steps(fm)
+        except ValueError:
+            return DiagonalMethod.GENERIC
+        return DiagonalMethod.MLP
+    return method_
 
 
 def _prefactor(lr: float, D: int, d: int) -> float:
@@ -165,7 +176,7 @@ def diagonal(
     lr: float,
     params: Mapping[str, Tensor] | None = None,
     orders: Sequence[int] | None = None,
-    method: str = "generic",
+    method: str = "auto",
     allow_high_order: bool = False,
     max_memory_gb: float = 4.0,
     progress: Progress | None = None,
@@ -188,8 +199,9 @@ def diagonal(
         lr: η > 0.
         params: θ (default θ0).
         orders: several orders at once, e.g. ``(2, 3)``.
-        method: ``"generic"`` (any module, default) or ``"mlp"`` (fast exact path for
-            ``nn.Sequential`` MLPs), see :class:`DiagonalMethod`.
+        method: ``"auto"`` (default: ``mlp`` when the model is one, else ``generic``),
+            ``"generic"`` (any module) or ``"mlp"`` (fast exact path for MLPs), see
+            :class:`DiagonalMethod`.
         allow_high_order: allow orders > 6.
         max_memory_gb: budget for the [chunk, N] gradient blocks (chunked automatically).
         progress: ``progress(n_done, n_total)`` after each chunk of (input, output) pairs.
@@ -202,7 +214,7 @@ def diagonal(
     """
     fm = _c.check_fm(fm)
     lr = _c.check_lr(lr)
-    method_ = _check_method(method)
+    method_ = _check_method(method, fm)
     if (d is None) == (orders is None):
         raise ValueError(
             f"give exactly one of `d` and `orders`, got d={d!r}, orders={orders!r}; "
@@ -410,7 +422,7 @@ def paper_estimate(
     generator: torch.Generator | None,
     normalization: str = "rms",
     params: Mapping[str, Tensor] | None = None,
-    method: str = "generic",
+    method: str = "auto",
     max_memory_gb: float = 4.0,
     progress: Progress | None = None,
 ) -> float:
@@ -444,7 +456,7 @@ def paper_estimate(
         generator: for the index sample (required keyword; None uses the global RNG).
         normalization: ``"rms"`` (default) or ``"n_inputs"``, see :class:`PaperNormalization`.
         params: θ (default θ0).
-        method: ``"generic"`` (default) or ``"mlp"`` (exact Taylor-mode path, see
+        method: ``"auto"`` (default), ``"generic"`` or ``"mlp"`` (exact Taylor-mode path, see
             :class:`DiagonalMethod`; the sampled directions become gathers over D).
         max_memory_gb: budget for the gradient blocks.
         progress: ``progress(n_done, n_total)`` after each chunk.
@@ -457,7 +469,7 @@ def paper_estimate(
     d = _c.check_int(d, "d", 1, "the correlation order d starts at 1; the paper uses 2 and 3.")
     _c.check_total_order(0, d, False)
     per_layer = _c.check_int(params_per_layer, "params_per_layer", 1, "the paper uses 60.")
-    method_ = _check_method(method)
+    method_ = _check_method(method, fm)
     allowed = [n.value for n in PaperNormalization]
     if normalization not in allowed:
         raise ValueError(f"`normalization` must be one of {allowed}, got {normalization!r}.")

@@ -153,7 +153,7 @@ def test_mlp_method_equals_generic_up_to_order_5(gen, activation):
     model = nn.Sequential(nn.Linear(4, 6), act, nn.Linear(6, 5), act, nn.Linear(5, 3)).double()
     fm = F.functional(model)
     X = torch.randn(5, 4, generator=gen, dtype=torch.float64)
-    a = C.diagonal(fm, X, orders=(1, 2, 3, 4, 5), lr=LR)
+    a = C.diagonal(fm, X, orders=(1, 2, 3, 4, 5), lr=LR, method="generic")
     b = C.diagonal(fm, X, orders=(1, 2, 3, 4, 5), lr=LR, method="mlp")
     for k in a:
         _close(b[k], a[k], rtol=1e-12)
@@ -167,7 +167,7 @@ def test_mlp_method_handles_weakcorr_models_with_multipliers(gen, parameterizati
                        output_scale=0.7, seed=0, dtype=torch.float64)
     fm = F.functional(model)
     X = torch.randn(3, 4, generator=gen, dtype=torch.float64)
-    a = C.diagonal(fm, X, orders=(1, 2, 3), lr=LR)
+    a = C.diagonal(fm, X, orders=(1, 2, 3), lr=LR, method="generic")
     b = C.diagonal(fm, X, orders=(1, 2, 3), lr=LR, method="mlp")
     for k in a:
         _close(b[k], a[k], rtol=1e-12)
@@ -188,9 +188,9 @@ def test_orders_reuse_one_nested_call_and_match_single_orders(fm, X):
 
 def test_chunking_and_progress_do_not_change_values(fm, X):
     calls = []
-    small = C.diagonal(fm, X, d=2, lr=LR, max_memory_gb=1e-9,
+    small = C.diagonal(fm, X, d=2, lr=LR, max_memory_gb=1e-9, method="generic",
                        progress=lambda done, total: calls.append((done, total)))
-    _close(small, C.diagonal(fm, X, d=2, lr=LR))
+    _close(small, C.diagonal(fm, X, d=2, lr=LR, method="generic"))
     assert len(calls) == X.shape[0] * 2 and calls[-1] == (6, 6)
     T_small = C.tensor(fm, X[:2], [X[:2], X[1:]], lr=LR, max_memory_gb=1e-9)
     _close(T_small, C.tensor(fm, X[:2], [X[:2], X[1:]], lr=LR))
@@ -491,6 +491,12 @@ def test_non_finite_derivatives_are_rejected(X):
     fm = F.functional(_Sqrt())
     with pytest.raises(ValueError, match=r"C\^\(0,2\) diagonal is not finite.*`X` and `params`"):
         C.diagonal(fm, X, d=2, lr=LR)
+
+
+def test_auto_method_picks_mlp_for_mlps_and_generic_otherwise(fm):
+    assert C._check_method("auto", fm) is C.DiagonalMethod.MLP
+    quad = F.functional(torch.nn.Bilinear(2, 2, 1).double())
+    assert C._check_method("auto", quad) is C.DiagonalMethod.GENERIC
 
 
 def test_mlp_method_rejects_other_modules(X):

@@ -48,8 +48,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the input sample")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
-    p.add_argument("--method", default="generic", choices=["generic", "mlp"],
-                   help="generic: any module (default); mlp: exact Taylor-mode path for MLPs")
+    p.add_argument("--method", default="auto", choices=["auto", "generic", "mlp"],
+                   help="auto (default): mlp when the model is an MLP; generic: any module; "
+                        "mlp: exact Taylor-mode path for MLPs")
     p.add_argument("--max-memory-gb", type=float, default=4.0,
                    help="memory budget for gradient blocks (default 4)")
     p.add_argument("--out", default=None, metavar="DIR", help="folder for the JSON records")
