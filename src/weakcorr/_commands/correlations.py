@@ -17,9 +17,9 @@ example:
       --lr 1.0 --seeds 3 --out runs/corr
 
 One JSON per (width, seed) is written atomically to --out (corr_w<width>_s<seed>.json);
-records with the same configuration are reused unless --no-resume.  --method mlp is
-an exact Taylor-mode path for these MLPs, ~50x faster than the generic default at
-width 1024 (benchmarks/bench_correlations.py); both agree to float rounding.
+records with the same configuration are reused unless --no-resume.  --method auto (the
+default) uses the exact Taylor-mode path for these MLPs, ~50x faster than --method
+generic at width 1024 (benchmarks/bench_correlations.py); both agree to float rounding.
 """
 
 
