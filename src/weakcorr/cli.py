@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._memory import tune_malloc
+
+    tune_malloc()  # reuse freed blocks across steps instead of unmapping them (glibc only)
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

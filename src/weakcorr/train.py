@@ -328,6 +328,46 @@ def _is_plain_mlp(model: nn.Module, params: Mapping[str, Tensor]) -> bool:
     return names == set(params) and not any(True for _ in model.buffers())
 
 
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    cdf = 0.5 * (1.0 + torch.erf(z / _SQRT_2))
+    pdf = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+    return z * cdf, cdf + z * pdf
+
+
+def _sigmoid_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    s = torch.sigmoid(z)
+    return s, s * (1.0 - s)
+
+
+def _tanh_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    t = torch.tanh(z)
+    return t, 1.0 - t * t
+
+
+def _erf_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.erf(z), (2.0 / math.sqrt(math.pi)) * torch.exp(-z * z)
+
+
+def _relu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.relu(z), (z > 0).to(z.dtype)
+
+
+# φ and φ' in closed form for the named activations of weakcorr.models (tested against autodiff).
+_ACT_PAIRS = {"gelu": _gelu_pair, "sigmoid": _sigmoid_pair, "tanh": _tanh_pair,
+              "erf": _erf_pair, "relu": _relu_pair}
+
+
+def _act_and_derivative(model, z: Tensor) -> tuple[Tensor, Tensor]:
+    pair = _ACT_PAIRS.get(getattr(model, "activation_name", ""))
+    if pair is not None:
+        return pair(z)
+    return torch.func.jvp(model.act, (z,), (torch.ones_like(z),))
+
+
 @torch.no_grad()
 def _mlp_linear_pass(model, theta0: Mapping[str, Tensor], delta: Mapping[str, Tensor], x: Tensor):
     """f(θ0)(x), J(θ0)(x)Δ and the pullback r ↦ J(θ0)(x)ᵀr for an MLP, written out by hand.
@@ -337,7 +377,6 @@ def _mlp_linear_pass(model, theta0: Mapping[str, Tensor], delta: Mapping[str, Te
     elementwise activation) and shared by the tangent and the backward pass.
     """
     linears = model.linears
-    ones = None
     hs, dphis = [x], []
     h, h_dot = x, None
     for i, lin in enumerate(linears):
@@ -354,9 +393,7 @@ def _mlp_linear_pass(model, theta0: Mapping[str, Tensor], delta: Mapping[str, Te
             scale = model.output_scale
             f0, jd = (scale * z, scale * z_dot) if scale != 1.0 else (z, z_dot)
             break
-        if ones is None or ones.shape != z.shape:
-            ones = torch.ones_like(z)
-        h, dphi = torch.func.jvp(model.act, (z,), (ones,))
+        h, dphi = _act_and_derivative(model, z)
         h_dot = dphi * z_dot
         hs.append(h)
         dphis.append(dphi)

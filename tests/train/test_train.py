@@ -193,3 +193,13 @@ def test_generic_module_takes_the_autodiff_path():
     assert not train._is_plain_mlp(seq, F.functional(seq).params)
     res = paired_sgd(seq, toy_data(), lr=0.1, steps=5, batch_size=8, seed=0)
     assert res.status == "ok" and res.metrics["mse_test"] > 0
+
+
+@pytest.mark.parametrize("act", ["gelu", "relu", "sigmoid", "tanh", "erf"])
+def test_closed_form_activation_derivatives_match_autodiff(act):
+    model = models.mlp(2, 3, 1, activation=act, seed=0, dtype=torch.float64)
+    z = torch.linspace(-5, 5, 201, dtype=torch.float64)
+    phi, dphi = train._act_and_derivative(model, z)
+    ref_phi, ref_dphi = torch.func.jvp(model.act, (z,), (torch.ones_like(z),))
+    torch.testing.assert_close(phi, ref_phi, rtol=1e-14, atol=1e-15)
+    torch.testing.assert_close(dphi, ref_dphi, rtol=1e-13, atol=1e-15)
