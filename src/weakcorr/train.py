@@ -25,7 +25,9 @@ import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from . import __version__
+from ._memory import check_memory_budget
 from .functional import FunctionalModel, functional
+from .ntk import empirical_ntk
 
 __all__ = ["Loss", "RunResult", "kernel_dynamics", "paired_sgd"]
 
@@ -95,21 +97,37 @@ class RunResult:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field (non-finite floats become ``None``)."""
         return _json_safe(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: unknown or missing fields, or another ``schema_version``.
+        """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown RunResult fields {unknown}; valid fields: {sorted(names)}.")
+        if "config" not in d:
+            raise ValueError("`d` has no 'config' field; pass a dict made by RunResult.to_dict().")
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"`schema_version` {version!r} is not supported; this weakcorr reads "
+                f"version {SCHEMA_VERSION}."
+            )
         return cls(**dict(d))
 
     def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as a JSON string (``kwargs`` go to ``json.dumps``)."""
         return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
 
     @classmethod
     def from_json(cls, s: str) -> RunResult:
+        """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(s))
 
 
@@ -151,8 +169,11 @@ def paired_sgd(
         seed: seeds the batch order (the caller seeds the initialisation).
         loss: ``"mse"`` (``nn.MSELoss(reduction="mean")`` on one-hot targets) or
             ``"cross_entropy"``.
-        log_every: log both training losses, the batch discrepancy mean_b ‖f − f_lin‖²
-            and ‖θ − θ0‖ every this many steps (and at the last step).
+        log_every: log every this many steps (and at the last step). Entry ``step`` = s
+            holds ``loss_f``, ``loss_lin`` and the discrepancy mean_b ‖f − f_lin‖² over
+            output indices, all on step s's mini-batch before its update (what the SGD step
+            computed), and ``param_distance`` ‖θ − θ0‖, ``param_distance_lin`` ‖Δ‖,
+            ``kernel_change`` and ``mse_test`` after the update (s + 1 updates done).
         linearized: also train f_lin (``False``: the network only).
         probe_ntk: also log ‖Θ_s − Θ_0‖_F / ‖Θ_0‖_F on a fixed probe batch (≤ 16 points).
         progress: called as ``progress(step, steps)`` after every step.
@@ -468,46 +489,44 @@ def _final_metrics(fm, theta, theta0, delta, linearized, loss_kind, data, x_tr, 
     return _json_safe(metrics)
 
 
-def _jacobian_rows(fm: FunctionalModel, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-    """Explicit per-example Jacobians [B, d_y, N] (small inputs only)."""
-    from torch.func import jacrev, vmap
-
-    def f_single(p, xi):
-        return fm(p, xi.unsqueeze(0)).squeeze(0)
-
-    jac = vmap(jacrev(f_single), in_dims=(None, 0))(dict(params), x)
-    return torch.cat([j.reshape(x.shape[0], j.shape[1], -1) for j in jac.values()], dim=-1)
-
-
-def _probe_kernel(fm, params, x) -> Tensor:
-    j = _jacobian_rows(fm, params, x)
-    return torch.einsum("aim,bjm->abij", j, j)
+def _probe_kernel(fm: FunctionalModel, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """Θ(θ)(x, x)/η on the probe batch (structured when the model allows it)."""
+    return empirical_ntk(fm, x, params=params)
 
 
 def kernel_dynamics(
-    fm: FunctionalModel,
+    fm: FunctionalModel | nn.Module,
     batches: Sequence[tuple[Tensor, Tensor]],
     x_eval: Tensor,
     *,
     lr: float,
     loss: str = "mse",
     params: Mapping[str, Tensor] | None = None,
+    implementation: str = "auto",
+    max_memory_gb: float = 4,
 ) -> Tensor:
     """F_lin on ``x_eval`` after SGD on ``batches``, by the function-space recursion of Eq. 8.
 
     .. math:: F_{lin}(s+1) = F_{lin}(s) - \\Theta_0(\\cdot, x_s)\\, C'(F_{lin}(s)(x_s), \\hat y(x_s)),
 
-    with Θ0 = η ∇f(θ0)ᵀ∇f(θ0) built from explicit Jacobians over every point involved
-    (the evaluation points and every batch), and C' the derivative of the mean-reduced
-    loss (for MSE, 2(F − y)/(B·d_y)). Independent of :func:`paired_sgd`'s parameter-space
-    updates, and a fast path when only F_lin is wanted on few points.
+    with Θ0 = η ∇f(θ0)ᵀ∇f(θ0) the empirical NTK (:func:`weakcorr.ntk.empirical_ntk`) between
+    every point involved (the evaluation points and every batch) and the batch points, and
+    C' the derivative of the mean-reduced loss: for MSE (``nn.MSELoss(reduction="mean")``
+    over B·d_y entries) C' = 2(F − y)/(B·d_y); for cross-entropy (softmax(F) − y)/B. No
+    parameter is updated: an independent check of :func:`paired_sgd`'s linear model, and a
+    fast path when only F_lin on few points is wanted. Memory: F on E + S·B points, and the
+    kernel columns of as many steps at a time as ``max_memory_gb`` allows.
 
     Args:
-        fm: the functional model at θ0 (or ``params``).
-        batches: the training batches in order, each ``(x_s [B, ...], y_s [B, d_y])``.
+        fm: the functional model (an ``nn.Module`` is converted).
+        batches: the training batches in order, each ``(x_s [B, ...], y_s)`` with ``y_s``
+            [B, d_y] (one-hot or soft targets) or, for cross-entropy, integer labels [B].
         x_eval: points at which F_lin is returned, [E, ...].
-        lr: the learning rate η.
+        lr: the learning rate η (> 0).
         loss: ``"mse"`` or ``"cross_entropy"``.
+        params: θ0 (default ``fm.params``).
+        implementation: passed to :func:`weakcorr.ntk.empirical_ntk`.
+        max_memory_gb: budget for the kernel columns held at once (GiB).
 
     Returns:
         F_lin after all batches on ``x_eval``, [E, d_y].
@@ -516,18 +535,48 @@ def kernel_dynamics(
     if loss not in allowed:
         raise ValueError(f"`loss` must be one of {allowed}, got {loss!r}.")
     _check_positive("lr", lr)
+    budget = check_memory_budget(max_memory_gb)
     loss_kind = Loss(loss)
+    fm = fm if isinstance(fm, FunctionalModel) else functional(fm)
     params = dict(params if params is not None else fm.params)
-    points = torch.cat([x_eval, *(xb for xb, _ in batches)])
+    with torch.no_grad():
+        d_y = fm.output(params, x_eval[:1]).shape[-1]
+    targets = []
+    for s, pair in enumerate(batches):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise ValueError(f"`batches[{s}]` must be a pair (x, y), got {type(pair).__name__}.")
+        xb, yb = pair
+        if xb.shape[1:] != x_eval.shape[1:]:
+            raise ValueError(
+                f"`batches[{s}]` inputs have rows of shape {tuple(xb.shape[1:])}, `x_eval` "
+                f"{tuple(x_eval.shape[1:])}."
+            )
+        if loss_kind is Loss.CROSS_ENTROPY and yb.ndim == 1 and not yb.is_floating_point():
+            yb = nn.functional.one_hot(yb, d_y).to(x_eval.dtype)
+        if yb.shape != (len(xb), d_y):
+            raise ValueError(
+                f"`batches[{s}]` targets must have shape {(len(xb), d_y)}, got {tuple(yb.shape)}."
+            )
+        targets.append(yb)
+    if not targets:
+        with torch.no_grad():
+            return fm(params, x_eval)
+    xs = [xb for xb, _ in batches]
+    points = torch.cat([x_eval, *xs])
     with torch.no_grad():
         f = fm(params, points).clone()
-    jac = _jacobian_rows(fm, params, points)
-    offsets, start = [], len(x_eval)
-    for xb, _ in batches:
-        offsets.append(slice(start, start + len(xb)))
-        start += len(xb)
-    for (xb, yb), sl in zip(batches, offsets, strict=True):
-        r = _loss_grad(loss_kind, f[sl], yb)  # [B, d_y]
-        pullback = torch.einsum("bjm,bj->m", jac[sl], r)  # J_sᵀ r
-        f = f - lr * torch.einsum("pim,m->pi", jac, pullback)
+    # Kernel columns of several steps at once: Θ(points, x_s..x_t) [P, ΣB, d_y, d_y].
+    per_point = len(points) * d_y * d_y * points.element_size()
+    group = max(1, int(budget * 2**30 / 2 // max(per_point * max(len(x) for x in xs), 1)))
+    row = len(x_eval)
+    for g0 in range(0, len(xs), group):
+        cols = xs[g0:g0 + group]
+        kernel = empirical_ntk(fm, points, torch.cat(cols), lr=lr, params=params,
+                               implementation=implementation, max_memory_gb=budget)
+        col = 0
+        for xb, yb in zip(cols, targets[g0:g0 + group], strict=True):
+            b = len(xb)
+            r = _loss_grad(loss_kind, f[row:row + b], yb)  # C' on the batch [B, d_y]
+            f = f - torch.einsum("pbij,bj->pi", kernel[:, col:col + b], r)
+            row, col = row + b, col + b
     return f[: len(x_eval)]
