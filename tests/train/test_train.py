@@ -5,9 +5,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 import weakcorr.functional as F
@@ -40,9 +43,9 @@ def tiny(seed=0, width=8, param="standard"):
 
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
 def test_flin_matches_kernel_dynamics(loss):
-    """f_lin trained in parameter space (jvp + vjp at θ0) equals Eq. 8 with the explicit NTK."""
+    """Eq. 30 and loss metrics of paired_sgd against Eq. 8 (f_lin) and torch.optim (f)."""
     data, model = toy_data(), tiny()
-    steps, bs, lr = 50, 8, 0.3
+    steps, bs, lr = 20, 8, 0.3
     res = paired_sgd(model, data, lr=lr, steps=steps, batch_size=bs, seed=3, loss=loss)
     order = train._batch_order(len(data.X_train), bs, steps, 3, "cpu")
     batches = [(data.X_train[i], data.Y_train[i]) for i in order]
@@ -203,3 +206,203 @@ def test_closed_form_activation_derivatives_match_autodiff(act):
     ref_phi, ref_dphi = torch.func.jvp(model.act, (z,), (torch.ones_like(z),))
     torch.testing.assert_close(phi, ref_phi, rtol=1e-14, atol=1e-15)
     torch.testing.assert_close(dphi, ref_dphi, rtol=1e-13, atol=1e-15)
+
+
+def _capture_final(monkeypatch):
+    """Record the final θ, θ0 and Δ that paired_sgd hands to its metrics."""
+    seen = {}
+    original = train._final_metrics
+
+    def spy(fm, theta, theta0, delta, *args, **kwargs):
+        seen.update(theta={k: v.detach().clone() for k, v in theta.items()},
+                    theta0=dict(theta0), delta={k: v.clone() for k, v in delta.items()})
+        return original(fm, theta, theta0, delta, *args, **kwargs)
+
+    monkeypatch.setattr(train, "_final_metrics", spy)
+    return seen
+
+
+MODELS = {
+    "mlp-fused": lambda: tiny(seed=2),
+    "sequential-autodiff": lambda: nn.Sequential(
+        nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 3)).double(),
+}
+
+
+@pytest.mark.parametrize("name", list(MODELS), ids=list(MODELS))
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_paired_sgd_flin_outputs_equal_kernel_dynamics(monkeypatch, name, loss):
+    """The linear model paired_sgd trained (final Δ, via linearize) = Eq. 8, train and test."""
+    from weakcorr.linearize import linearize
+
+    torch.manual_seed(0)
+    model, data = MODELS[name](), toy_data(seed=4)
+    seen = _capture_final(monkeypatch)
+    steps, bs, lr = 50, 8, 0.4
+    res = paired_sgd(model, data, lr=lr, steps=steps, batch_size=bs, seed=11, loss=loss)
+    assert res.status == "ok"
+    fm = F.functional(model)
+    order = train._batch_order(len(data.X_train), bs, steps, 11, "cpu")
+    targets = data.Y_train if loss == "mse" else data.labels_train  # CE: integer labels
+    batches = [(data.X_train[i], targets[i]) for i in order]
+    x_eval = torch.cat([data.X_train, data.X_test])
+    want = kernel_dynamics(fm, batches, x_eval, lr=lr, loss=loss)
+    got = linearize(fm)(F.add(seen["theta0"], seen["delta"]), x_eval)
+    moved = (want - fm(fm.params, x_eval)).abs().max()
+    assert moved > 1e-2  # training moved f_lin: the comparison is not vacuous
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * moved.item())
+
+
+def test_kernel_dynamics_memory_groups_change_nothing():
+    data, model = toy_data(n_train=12, n_test=5, seed=5), tiny(seed=5)
+    order = train._batch_order(len(data.X_train), 3, 6, 0, "cpu")
+    batches = [(data.X_train[i], data.Y_train[i]) for i in order]
+    fm = F.functional(model)
+    whole = kernel_dynamics(fm, batches, data.X_test, lr=0.3)
+    one_by_one = kernel_dynamics(fm, batches, data.X_test, lr=0.3, max_memory_gb=1e-9,
+                                 implementation="structured")
+    by_jacobian = kernel_dynamics(fm, batches, data.X_test, lr=0.3, implementation="jacobian")
+    torch.testing.assert_close(by_jacobian, whole, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(one_by_one, whole, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(kernel_dynamics(fm, [], data.X_test, lr=0.3),
+                               fm(fm.params, data.X_test))
+
+
+def test_kernel_dynamics_linear_regression_closed_form():
+    """f = Wx (no bias), one full batch, MSE: F_lin(1) = F(0) − η·(2/(B·d_y))·(x xᵀ + 0)·(F − y)."""
+    model = nn.Linear(5, 3, bias=False, dtype=torch.float64)
+    data = toy_data(n_train=6)
+    fm = F.functional(model)
+    x, y = data.X_train, data.Y_train
+    f0 = fm(fm.params, x)
+    want = f0 - 0.1 * (x @ x.T) @ (2 * (f0 - y) / y.numel())
+    torch.testing.assert_close(kernel_dynamics(fm, [(x, y)], x, lr=0.1), want)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(loss="l1"), r"`loss` must be one of \['mse', 'cross_entropy'\], got 'l1'"),
+    (dict(lr=-1.0), r"`lr` must be a finite positive number, got -1.0"),
+    (dict(batches=[(torch.zeros(2, 4, dtype=torch.float64), torch.zeros(2, 3))]),
+     r"`batches\[0\]` inputs have rows of shape \(4,\), `x_eval` \(5,\)"),
+    (dict(batches=[(torch.zeros(2, 5, dtype=torch.float64), torch.zeros(2, 2))]),
+     r"`batches\[0\]` targets must have shape \(2, 3\), got \(2, 2\)"),
+    (dict(batches=[torch.zeros(2, 5)]), r"`batches\[0\]` must be a pair \(x, y\), got Tensor"),
+], ids=["loss", "lr", "x-shape", "y-shape", "not-pair"])
+def test_kernel_dynamics_bad_input(kwargs, match):
+    args = dict(batches=[], lr=0.1) | kwargs
+    with pytest.raises(ValueError, match=match):
+        kernel_dynamics(tiny(), args.pop("batches"), toy_data().X_test, **args)
+
+
+def test_kernel_change_probe_against_jacobian_ntk(monkeypatch):
+    from weakcorr.ntk import empirical_ntk
+
+    data, model = toy_data(), tiny(seed=3)
+    seen = _capture_final(monkeypatch)
+    res = paired_sgd(model, data, lr=0.5, steps=7, batch_size=8, seed=1, log_every=3,
+                     probe_ntk=True)
+    fm = F.functional(model)
+    probe = data.X_train[:16]
+    k0 = empirical_ntk(fm, probe, implementation="jacobian")
+    k = empirical_ntk(fm, probe, params=seen["theta"], implementation="jacobian")
+    want = (torch.linalg.norm(k - k0) / torch.linalg.norm(k0)).item()
+    assert res.logs[-1]["step"] == 6
+    assert res.logs[-1]["kernel_change"] == pytest.approx(want, rel=1e-9)
+
+
+def test_diverged_run_keeps_logs_and_none_metrics():
+    res = paired_sgd(tiny(param="ntk"), toy_data(), lr=1e6, steps=40, batch_size=8, seed=0,
+                     log_every=1)
+    assert res.status == "diverged" and res.error is None
+    assert res.logs[-1]["step"] == res.diverged_step
+    assert [e["step"] for e in res.logs] == list(range(res.diverged_step + 1))
+    d = json.loads(res.to_json())
+    assert d["status"] == "diverged" and set(d["metrics"]) >= {"mse_test", "c_train"}
+    for value in d["metrics"].values():
+        assert value is None or isinstance(value, float)
+
+
+def test_metrics_keys_and_definitions(monkeypatch):
+    """Eq. 24 and Eq. 30 recomputed from the final parameters."""
+    from weakcorr.linearize import linearize
+
+    data, model = toy_data(), tiny()
+    seen = _capture_final(monkeypatch)
+    res = paired_sgd(model, data, lr=0.3, steps=10, batch_size=8, seed=2)
+    assert set(res.metrics) == {
+        "mse_test", "mse_train", "c_test", "c_train", "loss_f_test", "loss_lin_test",
+        "loss_f_train", "loss_lin_train", "acc_f_test", "acc_lin_test", "acc_f_train",
+        "acc_lin_train", "param_distance", "param_distance_lin"}
+    fm = F.functional(model)
+    f = fm(seen["theta"], data.X_test)
+    lin = linearize(fm)(F.add(seen["theta0"], seen["delta"]), data.X_test)
+    diff2 = ((f - lin) ** 2).sum()
+    assert res.metrics["mse_test"] == pytest.approx((diff2 / len(f)).item(), rel=1e-12)
+    assert res.metrics["c_test"] == pytest.approx((diff2.sqrt() / (3 * len(f))).item(), rel=1e-12)
+    assert res.metrics["loss_f_test"] == pytest.approx(
+        nn.functional.mse_loss(f, data.Y_test).item(), rel=1e-12)
+    assert res.metrics["acc_lin_test"] == pytest.approx(
+        (lin.argmax(-1) == data.labels_test).double().mean().item())
+    assert res.metrics["param_distance"] == pytest.approx(
+        F.norm(F.sub(seen["theta"], seen["theta0"])).item(), rel=1e-12)
+    assert res.metrics["param_distance_lin"] == pytest.approx(F.norm(seen["delta"]).item(), rel=1e-12)
+
+
+def test_run_result_schema():
+    res = paired_sgd(tiny(), toy_data(), lr=0.1, steps=2, batch_size=8, seed=0)
+    assert res.versions.keys() == {"weakcorr", "torch", "python"}
+    assert res.dtype == "float64" and res.device == "cpu" and res.wall_time_s > 0
+    assert {"lr", "steps", "batch_size", "seed", "loss", "log_every", "linearized", "probe_ntk",
+            "full_batch", "n_params", "model", "n_train", "n_test"} <= set(res.config)
+    d = res.to_dict()
+    with pytest.raises(ValueError, match=r"unknown RunResult fields \['extra'\]"):
+        RunResult.from_dict(d | {"extra": 1})
+    with pytest.raises(ValueError, match=r"`schema_version` 2 is not supported"):
+        RunResult.from_dict(d | {"schema_version": 2})
+    with pytest.raises(ValueError, match=r"has no 'config' field"):
+        RunResult.from_dict({k: v for k, v in d.items() if k != "config"})
+
+
+_finite_or_not = st.floats(allow_nan=True, allow_infinity=True, width=64)
+
+
+@settings(max_examples=25, deadline=None)
+@given(metrics=st.dictionaries(st.sampled_from(["mse_test", "c_test", "acc_f_test"]),
+                               st.one_of(st.none(), _finite_or_not)),
+       losses=st.lists(_finite_or_not, max_size=4), seed=st.integers(0, 2**31),
+       status=st.sampled_from(["ok", "diverged", "failed"]))
+def test_run_result_json_round_trip(metrics, losses, seed, status):
+    res = RunResult(config={"lr": 0.1, "seed": seed}, status=status, metrics=metrics,
+                    logs=[{"step": i, "loss_f": v} for i, v in enumerate(losses)], seed=seed,
+                    error="boom" if status == "failed" else None)
+    again = RunResult.from_json(res.to_json())
+    assert again == RunResult.from_dict(res.to_dict())
+    for key, value in metrics.items():
+        ok = value is not None and math.isfinite(value)
+        assert again.metrics[key] == (value if ok else None)
+    assert RunResult.from_json(again.to_json()) == again
+
+
+def test_dtype_override_keeps_the_caller_model():
+    model = tiny()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    res = paired_sgd(model, toy_data(), lr=0.1, steps=3, batch_size=8, seed=0,
+                     dtype=torch.float32)
+    assert res.dtype == "float32" and res.status == "ok"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]) and v.dtype == torch.float64
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(lr=-0.5), r"`lr` must be a finite positive number, got -0.5"),
+    (dict(steps=2.5), r"`steps` must be a positive integer, got 2.5"),
+    (dict(batch_size=0), r"`batch_size` must be a positive integer, got 0"),
+    (dict(log_every=0), r"`log_every` must be a positive integer, got 0"),
+    (dict(eval_every=-3), r"`eval_every` must be a positive integer, got -3"),
+    (dict(batch_size=41), r"`batch_size` \(41\) is larger than the training set \(40\)"),
+    (dict(loss="hinge"), r"`loss` must be one of \['mse', 'cross_entropy'\], got 'hinge'"),
+], ids=["lr-negative", "steps-float", "batch-zero", "log-every", "eval-every", "batch-41", "loss-name"])
+def test_bad_input_messages(kwargs, match):
+    args = dict(lr=0.1, steps=3, batch_size=4, seed=0) | kwargs
+    with pytest.raises(ValueError, match=match):
+        paired_sgd(tiny(), toy_data(), **args)
