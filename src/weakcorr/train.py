@@ -13,31 +13,42 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import platform
 import time
 from collections.abc import Callable, Mapping, Sequence
-from enum import StrEnum
 from typing import Any, Protocol
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
 from . import __version__
 from ._memory import check_memory_budget
+from ._train import (  # noqa: F401 - re-exported for weakcorr._vmap_train and the tests
+    DIVERGENCE_FACTOR,
+    Loss,
+    _act_and_derivative,
+    _batch_order,
+    _check_positive,
+    _check_shapes,
+    _diverged,
+    _distance,
+    _final_metrics,
+    _is_plain_mlp,
+    _json_safe,
+    _loss_grad,
+    _loss_value,
+    _mlp_linear_pass,
+    _norm,
+    _outputs,
+    _primal_and_tangent,
+    _probe_kernel,
+)
 from .functional import FunctionalModel, functional
 from .ntk import empirical_ntk
 
 __all__ = ["Loss", "RunResult", "kernel_dynamics", "paired_sgd"]
 
 SCHEMA_VERSION = 1
-DIVERGENCE_FACTOR = 1e6
-
-
-class Loss(StrEnum):
-    MSE = "mse"
-    CROSS_ENTROPY = "cross_entropy"
 
 
 class DatasetLike(Protocol):
@@ -47,29 +58,6 @@ class DatasetLike(Protocol):
     X_test: Tensor
     Y_test: Tensor
     labels_test: Tensor
-
-
-def _loss_value(loss: Loss, out: Tensor, y: Tensor) -> Tensor:
-    if loss is Loss.MSE:  # nn.MSELoss(reduction="mean"): mean over batch and outputs
-        return ((out - y) ** 2).mean()
-    return -(y * torch.log_softmax(out, dim=-1)).sum(-1).mean()
-
-
-def _loss_grad(loss: Loss, out: Tensor, y: Tensor) -> Tensor:
-    """C'(out): the derivative of the mean-reduced loss with respect to the outputs."""
-    if loss is Loss.MSE:
-        return 2.0 * (out - y) / out.numel()
-    return (torch.softmax(out, dim=-1) - y) / out.shape[0]
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 @dataclasses.dataclass
@@ -129,13 +117,6 @@ class RunResult:
     def from_json(cls, s: str) -> RunResult:
         """Inverse of :meth:`to_json`."""
         return cls.from_dict(json.loads(s))
-
-
-def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
-    if not ok or not math.isfinite(value) or value <= 0:
-        kind = "a positive integer" if integer else "a finite positive number"
-        raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
 
 
 def paired_sgd(
@@ -289,209 +270,6 @@ def paired_sgd(
                                     x_tr, y_tr, x_te, y_te)
     result.wall_time_s = time.perf_counter() - start
     return result
-
-
-def _check_shapes(fm, theta0, x_tr, y_tr, x_te, y_te) -> None:
-    try:
-        with torch.no_grad():
-            out = fm(theta0, x_tr[:1])
-    except RuntimeError as err:
-        raise ValueError(
-            f"the model cannot take the data's inputs of shape {tuple(x_tr.shape[1:])}: {err}. "
-            "Match the model's input dimension to the dataset (e.g. d_in=784 for MNIST)."
-        ) from None
-    if out.ndim != 2 or out.shape[1] != y_tr.shape[1]:
-        raise ValueError(
-            f"the model's output shape {tuple(out.shape[1:])} does not match the targets' "
-            f"{tuple(y_tr.shape[1:])}; set the model's d_out to {y_tr.shape[1]}."
-        )
-    if x_te.shape[1:] != x_tr.shape[1:] or y_te.shape[1:] != y_tr.shape[1:]:
-        raise ValueError("`data` has train and test sets of different feature or target shapes.")
-    for name, t in (("X_train", x_tr), ("Y_train", y_tr), ("X_test", x_te), ("Y_test", y_te)):
-        if not torch.isfinite(t).all():
-            raise ValueError(f"`data.{name}` contains NaN or infinite values; clean the data first.")
-
-
-def _batch_order(n: int, batch_size: int, steps: int, seed: int, device) -> list[Tensor]:
-    """One shuffled order per epoch with drop_last, seeded, shared by both models."""
-    gen = torch.Generator().manual_seed(seed)
-    per_epoch = n // batch_size
-    out: list[Tensor] = []
-    while len(out) < steps:
-        perm = torch.randperm(n, generator=gen)
-        out.extend(perm[i * batch_size:(i + 1) * batch_size].to(device) for i in range(per_epoch))
-    return out[:steps]
-
-
-def _primal_and_tangent(fm: FunctionalModel, theta0_leaf, delta, x) -> tuple[Tensor, Tensor]:
-    """One forward pass at θ0 giving f(θ0)(x) (with its autograd graph) and J(θ0)(x)Δ."""
-    with fwAD.dual_level():
-        duals = {k: fwAD.make_dual(theta0_leaf[k], delta[k]) for k in theta0_leaf}
-        out = fm(duals, x)
-        primal, tangent = fwAD.unpack_dual(out)
-    if tangent is None:  # Δ = 0 on a path that never touched the tangent
-        tangent = torch.zeros_like(primal)
-    return primal, tangent.detach()
-
-
-def _is_plain_mlp(model: nn.Module, params: Mapping[str, Tensor]) -> bool:
-    """True for weakcorr.models.MLP-shaped modules (recognised by attribute names)."""
-    linears = getattr(model, "linears", None)
-    if linears is None or not callable(getattr(model, "act", None)):
-        return False
-    names = set()
-    for i, lin in enumerate(linears):
-        if not all(hasattr(lin, a) for a in ("weight", "bias", "weight_multiplier", "bias_multiplier")):
-            return False
-        names.add(f"linears.{i}.weight")
-        if lin.bias is not None:
-            names.add(f"linears.{i}.bias")
-    return names == set(params) and not any(True for _ in model.buffers())
-
-
-_SQRT_2 = math.sqrt(2.0)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-
-
-def _gelu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    cdf = 0.5 * (1.0 + torch.erf(z / _SQRT_2))
-    pdf = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
-    return z * cdf, cdf + z * pdf
-
-
-def _sigmoid_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    s = torch.sigmoid(z)
-    return s, s * (1.0 - s)
-
-
-def _tanh_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    t = torch.tanh(z)
-    return t, 1.0 - t * t
-
-
-def _erf_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.erf(z), (2.0 / math.sqrt(math.pi)) * torch.exp(-z * z)
-
-
-def _relu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.relu(z), (z > 0).to(z.dtype)
-
-
-# φ and φ' in closed form for the named activations of weakcorr.models (tested against autodiff).
-_ACT_PAIRS = {"gelu": _gelu_pair, "sigmoid": _sigmoid_pair, "tanh": _tanh_pair,
-              "erf": _erf_pair, "relu": _relu_pair}
-
-
-def _act_and_derivative(model, z: Tensor) -> tuple[Tensor, Tensor]:
-    pair = _ACT_PAIRS.get(getattr(model, "activation_name", ""))
-    if pair is not None:
-        return pair(z)
-    return torch.func.jvp(model.act, (z,), (torch.ones_like(z),))
-
-
-@torch.no_grad()
-def _mlp_linear_pass(model, theta0: Mapping[str, Tensor], delta: Mapping[str, Tensor], x: Tensor):
-    """f(θ0)(x), J(θ0)(x)Δ and the pullback r ↦ J(θ0)(x)ᵀr for an MLP, written out by hand.
-
-    The same mathematics as :func:`_primal_and_tangent` plus a backward pass, without
-    autograd bookkeeping: φ and φ' are computed once per layer (exactly, by one jvp of the
-    elementwise activation) and shared by the tangent and the backward pass.
-    """
-    linears = model.linears
-    hs, dphis = [x], []
-    h, h_dot = x, None
-    for i, lin in enumerate(linears):
-        w, dw = theta0[f"linears.{i}.weight"], delta[f"linears.{i}.weight"]
-        a, c = lin.weight_multiplier, lin.bias_multiplier
-        z = h @ w.T
-        z_dot = h @ dw.T if h_dot is None else h @ dw.T + h_dot @ w.T
-        if a != 1.0:
-            z, z_dot = a * z, a * z_dot
-        if lin.bias is not None:
-            z = z + c * theta0[f"linears.{i}.bias"]
-            z_dot = z_dot + c * delta[f"linears.{i}.bias"]
-        if i == len(linears) - 1:
-            scale = model.output_scale
-            f0, jd = (scale * z, scale * z_dot) if scale != 1.0 else (z, z_dot)
-            break
-        h, dphi = _act_and_derivative(model, z)
-        h_dot = dphi * z_dot
-        hs.append(h)
-        dphis.append(dphi)
-
-    def pullback(r: Tensor) -> list[Tensor]:
-        grads: dict[str, Tensor] = {}
-        g = model.output_scale * r
-        for i in range(len(linears) - 1, -1, -1):
-            lin = linears[i]
-            a, c = lin.weight_multiplier, lin.bias_multiplier
-            grads[f"linears.{i}.weight"] = a * (g.T @ hs[i])
-            if lin.bias is not None:
-                grads[f"linears.{i}.bias"] = c * g.sum(0)
-            if i > 0:
-                g = a * (g @ theta0[f"linears.{i}.weight"]) * dphis[i - 1]
-        return [grads[k] for k in theta0]
-
-    return f0, jd, pullback
-
-
-def _diverged(entry: Mapping[str, float], first: float) -> bool:
-    for key in ("loss_f", "loss_lin"):
-        value = entry.get(key)
-        if value is not None and (not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(first, 1e-12)):
-            return True
-    return False
-
-
-def _norm(t: Mapping[str, Tensor]) -> float:
-    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in t.values()))
-
-
-def _distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
-    return math.sqrt(sum(float(((a[k].detach() - b[k]).double() ** 2).sum()) for k in a))
-
-
-@torch.no_grad()
-def _outputs(fm, theta, theta0, delta, x, chunk: int = 1024) -> tuple[Tensor, Tensor]:
-    """f(θ)(x) and f_lin(θ0 + Δ)(x), in chunks."""
-    f_parts, lin_parts = [], []
-    th = {k: v.detach() for k, v in theta.items()}
-    for i in range(0, len(x), chunk):
-        xc = x[i:i + chunk]
-        f_parts.append(fm(th, xc))
-        with fwAD.dual_level():
-            out = fm({k: fwAD.make_dual(theta0[k], delta[k]) for k in theta0}, xc)
-            primal, tangent = fwAD.unpack_dual(out)
-        lin_parts.append(primal + (tangent if tangent is not None else 0.0))
-    return torch.cat(f_parts), torch.cat(lin_parts)
-
-
-def _final_metrics(fm, theta, theta0, delta, linearized, loss_kind, data, x_tr, y_tr, x_te, y_te):
-    metrics: dict[str, float | None] = {"param_distance": _distance(theta, theta0)}
-    for split, x, y, labels in (("test", x_te, y_te, data.labels_test),
-                                ("train", x_tr, y_tr, data.labels_train)):
-        if len(x) == 0:
-            continue
-        f, lin = _outputs(fm, theta, theta0, delta, x)
-        labels = labels.to(f.device)
-        metrics[f"loss_f_{split}"] = _loss_value(loss_kind, f, y).item()
-        metrics[f"acc_f_{split}"] = (f.argmax(-1) == labels).double().mean().item()
-        if linearized:
-            diff2 = ((f - lin) ** 2).sum().item()
-            metrics[f"mse_{split}"] = diff2 / len(x)  # Eq. 30
-            metrics[f"c_{split}"] = math.sqrt(diff2) / (f.shape[1] * len(x))  # Eq. 24
-            metrics[f"loss_lin_{split}"] = _loss_value(loss_kind, lin, y).item()
-            metrics[f"acc_lin_{split}"] = (lin.argmax(-1) == labels).double().mean().item()
-        else:
-            for key in ("mse", "c", "loss_lin", "acc_lin"):
-                metrics[f"{key}_{split}"] = None
-    metrics["param_distance_lin"] = _norm(delta) if linearized else None
-    return _json_safe(metrics)
-
-
-def _probe_kernel(fm: FunctionalModel, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-    """Θ(θ)(x, x)/η on the probe batch (structured when the model allows it)."""
-    return empirical_ntk(fm, x, params=params)
 
 
 def kernel_dynamics(

@@ -1,0 +1,281 @@
+"""Internals of :mod:`weakcorr.train`: losses, batch order, the linear model's passes, metrics.
+
+The linear model f_lin(θ0 + Δ) = f(θ0) + J(θ0)Δ (Eq. 27) is trained by its exact gradient
+J(θ0)ᵀ r, a vjp at θ0 (never a backward pass through the jvp). Two implementations:
+
+* generic (:func:`_primal_and_tangent`): one forward pass at θ0 carrying f(θ0) with its
+  autograd graph and J(θ0)Δ as a forward-mode tangent; the backward pass of f(θ0) with
+  cotangent r gives J(θ0)ᵀ r;
+* fused, for ``weakcorr.models.MLP`` (:func:`_mlp_linear_pass`): the same primal, tangent and
+  pullback written out by hand, sharing φ and φ' between them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from enum import StrEnum
+from typing import Any
+
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch import Tensor, nn
+
+from .functional import FunctionalModel
+from .ntk import empirical_ntk
+
+DIVERGENCE_FACTOR = 1e6
+
+
+class Loss(StrEnum):
+    MSE = "mse"
+    CROSS_ENTROPY = "cross_entropy"
+
+
+def _loss_value(loss: Loss, out: Tensor, y: Tensor) -> Tensor:
+    if loss is Loss.MSE:  # nn.MSELoss(reduction="mean"): mean over batch and outputs
+        return ((out - y) ** 2).mean()
+    return -(y * torch.log_softmax(out, dim=-1)).sum(-1).mean()
+
+
+def _loss_grad(loss: Loss, out: Tensor, y: Tensor) -> Tensor:
+    """C'(out): the derivative of the mean-reduced loss with respect to the outputs."""
+    if loss is Loss.MSE:
+        return 2.0 * (out - y) / out.numel()
+    return (torch.softmax(out, dim=-1) - y) / out.shape[0]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
+    if not ok or not math.isfinite(value) or value <= 0:
+        kind = "a positive integer" if integer else "a finite positive number"
+        raise ValueError(f"`{name}` must be {kind}, got {value!r}.")
+
+
+def _check_shapes(
+    fm: FunctionalModel, theta0: Mapping[str, Tensor], x_tr: Tensor, y_tr: Tensor,
+    x_te: Tensor, y_te: Tensor,
+) -> None:
+    try:
+        with torch.no_grad():
+            out = fm(theta0, x_tr[:1])
+    except RuntimeError as err:
+        raise ValueError(
+            f"the model cannot take the data's inputs of shape {tuple(x_tr.shape[1:])}: {err}. "
+            "Match the model's input dimension to the dataset (e.g. d_in=784 for MNIST)."
+        ) from None
+    if out.ndim != 2 or out.shape[1] != y_tr.shape[1]:
+        raise ValueError(
+            f"the model's output shape {tuple(out.shape[1:])} does not match the targets' "
+            f"{tuple(y_tr.shape[1:])}; set the model's d_out to {y_tr.shape[1]}."
+        )
+    if x_te.shape[1:] != x_tr.shape[1:] or y_te.shape[1:] != y_tr.shape[1:]:
+        raise ValueError("`data` has train and test sets of different feature or target shapes.")
+    for name, t in (("X_train", x_tr), ("Y_train", y_tr), ("X_test", x_te), ("Y_test", y_te)):
+        if not torch.isfinite(t).all():
+            raise ValueError(f"`data.{name}` contains NaN or infinite values; clean the data first.")
+
+
+def _batch_order(
+    n: int, batch_size: int, steps: int, seed: int, device: torch.device | str
+) -> list[Tensor]:
+    """One shuffled order per epoch with drop_last, seeded, shared by both models."""
+    gen = torch.Generator().manual_seed(seed)
+    per_epoch = n // batch_size
+    out: list[Tensor] = []
+    while len(out) < steps:
+        perm = torch.randperm(n, generator=gen)
+        out.extend(perm[i * batch_size:(i + 1) * batch_size].to(device) for i in range(per_epoch))
+    return out[:steps]
+
+
+def _primal_and_tangent(
+    fm: FunctionalModel, theta0_leaf: Mapping[str, Tensor], delta: Mapping[str, Tensor], x: Tensor
+) -> tuple[Tensor, Tensor]:
+    """One forward pass at θ0 giving f(θ0)(x) (with its autograd graph) and J(θ0)(x)Δ."""
+    with fwAD.dual_level():
+        duals = {k: fwAD.make_dual(theta0_leaf[k], delta[k]) for k in theta0_leaf}
+        out = fm(duals, x)
+        primal, tangent = fwAD.unpack_dual(out)
+    if tangent is None:  # Δ = 0 on a path that never touched the tangent
+        tangent = torch.zeros_like(primal)
+    return primal, tangent.detach()
+
+
+def _is_plain_mlp(model: nn.Module, params: Mapping[str, Tensor]) -> bool:
+    """True for weakcorr.models.MLP-shaped modules (recognised by attribute names)."""
+    linears = getattr(model, "linears", None)
+    if linears is None or not callable(getattr(model, "act", None)):
+        return False
+    names = set()
+    for i, lin in enumerate(linears):
+        if not all(hasattr(lin, a) for a in ("weight", "bias", "weight_multiplier", "bias_multiplier")):
+            return False
+        names.add(f"linears.{i}.weight")
+        if lin.bias is not None:
+            names.add(f"linears.{i}.bias")
+    return names == set(params) and not any(True for _ in model.buffers())
+
+
+_SQRT_2 = math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _gelu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    cdf = 0.5 * (1.0 + torch.erf(z / _SQRT_2))
+    pdf = torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+    return z * cdf, cdf + z * pdf
+
+
+def _sigmoid_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    s = torch.sigmoid(z)
+    return s, s * (1.0 - s)
+
+
+def _tanh_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    t = torch.tanh(z)
+    return t, 1.0 - t * t
+
+
+def _erf_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.erf(z), (2.0 / math.sqrt(math.pi)) * torch.exp(-z * z)
+
+
+def _relu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.relu(z), (z > 0).to(z.dtype)
+
+
+# φ and φ' in closed form for the named activations of weakcorr.models (tested against autodiff).
+_ACT_PAIRS = {"gelu": _gelu_pair, "sigmoid": _sigmoid_pair, "tanh": _tanh_pair,
+              "erf": _erf_pair, "relu": _relu_pair}
+
+
+def _act_and_derivative(model: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
+    pair = _ACT_PAIRS.get(getattr(model, "activation_name", ""))
+    if pair is not None:
+        return pair(z)
+    return torch.func.jvp(model.act, (z,), (torch.ones_like(z),))
+
+
+@torch.no_grad()
+def _mlp_linear_pass(
+    model: nn.Module, theta0: Mapping[str, Tensor], delta: Mapping[str, Tensor], x: Tensor
+) -> tuple[Tensor, Tensor, Callable[[Tensor], list[Tensor]]]:
+    """f(θ0)(x), J(θ0)(x)Δ and the pullback r ↦ J(θ0)(x)ᵀr for an MLP, written out by hand.
+
+    The same mathematics as :func:`_primal_and_tangent` plus a backward pass, without
+    autograd bookkeeping: φ and φ' are computed once per layer (exactly, by one jvp of the
+    elementwise activation) and shared by the tangent and the backward pass.
+    """
+    linears = model.linears
+    hs, dphis = [x], []
+    h, h_dot = x, None
+    for i, lin in enumerate(linears):
+        w, dw = theta0[f"linears.{i}.weight"], delta[f"linears.{i}.weight"]
+        a, c = lin.weight_multiplier, lin.bias_multiplier
+        z = h @ w.T
+        z_dot = h @ dw.T if h_dot is None else h @ dw.T + h_dot @ w.T
+        if a != 1.0:
+            z, z_dot = a * z, a * z_dot
+        if lin.bias is not None:
+            z = z + c * theta0[f"linears.{i}.bias"]
+            z_dot = z_dot + c * delta[f"linears.{i}.bias"]
+        if i == len(linears) - 1:
+            scale = model.output_scale
+            f0, jd = (scale * z, scale * z_dot) if scale != 1.0 else (z, z_dot)
+            break
+        h, dphi = _act_and_derivative(model, z)
+        h_dot = dphi * z_dot
+        hs.append(h)
+        dphis.append(dphi)
+
+    def pullback(r: Tensor) -> list[Tensor]:
+        grads: dict[str, Tensor] = {}
+        g = model.output_scale * r
+        for i in range(len(linears) - 1, -1, -1):
+            lin = linears[i]
+            a, c = lin.weight_multiplier, lin.bias_multiplier
+            grads[f"linears.{i}.weight"] = a * (g.T @ hs[i])
+            if lin.bias is not None:
+                grads[f"linears.{i}.bias"] = c * g.sum(0)
+            if i > 0:
+                g = a * (g @ theta0[f"linears.{i}.weight"]) * dphis[i - 1]
+        return [grads[k] for k in theta0]
+
+    return f0, jd, pullback
+
+
+def _diverged(entry: Mapping[str, float], first: float) -> bool:
+    for key in ("loss_f", "loss_lin"):
+        value = entry.get(key)
+        if value is not None and (not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(first, 1e-12)):
+            return True
+    return False
+
+
+def _norm(t: Mapping[str, Tensor]) -> float:
+    return math.sqrt(sum(float((v.double() ** 2).sum()) for v in t.values()))
+
+
+def _distance(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> float:
+    return math.sqrt(sum(float(((a[k].detach() - b[k]).double() ** 2).sum()) for k in a))
+
+
+@torch.no_grad()
+def _outputs(
+    fm: FunctionalModel, theta: Mapping[str, Tensor], theta0: Mapping[str, Tensor],
+    delta: Mapping[str, Tensor], x: Tensor, chunk: int = 1024,
+) -> tuple[Tensor, Tensor]:
+    """f(θ)(x) and f_lin(θ0 + Δ)(x), in chunks."""
+    f_parts, lin_parts = [], []
+    th = {k: v.detach() for k, v in theta.items()}
+    for i in range(0, len(x), chunk):
+        xc = x[i:i + chunk]
+        f_parts.append(fm(th, xc))
+        with fwAD.dual_level():
+            out = fm({k: fwAD.make_dual(theta0[k], delta[k]) for k in theta0}, xc)
+            primal, tangent = fwAD.unpack_dual(out)
+        lin_parts.append(primal + (tangent if tangent is not None else 0.0))
+    return torch.cat(f_parts), torch.cat(lin_parts)
+
+
+def _final_metrics(
+    fm: FunctionalModel, theta: Mapping[str, Tensor], theta0: Mapping[str, Tensor],
+    delta: Mapping[str, Tensor], linearized: bool, loss_kind: Loss, data: Any,
+    x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor,
+) -> dict[str, float | None]:
+    metrics: dict[str, float | None] = {"param_distance": _distance(theta, theta0)}
+    for split, x, y, labels in (("test", x_te, y_te, data.labels_test),
+                                ("train", x_tr, y_tr, data.labels_train)):
+        if len(x) == 0:
+            continue
+        f, lin = _outputs(fm, theta, theta0, delta, x)
+        labels = labels.to(f.device)
+        metrics[f"loss_f_{split}"] = _loss_value(loss_kind, f, y).item()
+        metrics[f"acc_f_{split}"] = (f.argmax(-1) == labels).double().mean().item()
+        if linearized:
+            diff2 = ((f - lin) ** 2).sum().item()
+            metrics[f"mse_{split}"] = diff2 / len(x)  # Eq. 30
+            metrics[f"c_{split}"] = math.sqrt(diff2) / (f.shape[1] * len(x))  # Eq. 24
+            metrics[f"loss_lin_{split}"] = _loss_value(loss_kind, lin, y).item()
+            metrics[f"acc_lin_{split}"] = (lin.argmax(-1) == labels).double().mean().item()
+        else:
+            for key in ("mse", "c", "loss_lin", "acc_lin"):
+                metrics[f"{key}_{split}"] = None
+    metrics["param_distance_lin"] = _norm(delta) if linearized else None
+    return _json_safe(metrics)
+
+
+def _probe_kernel(fm: FunctionalModel, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
+    """Θ(θ)(x, x)/η on the probe batch (structured when the model allows it)."""
+    return empirical_ntk(fm, x, params=params)
