@@ -10,9 +10,13 @@ task, wherever it executes, does *claim before run, atomic write after*
 A task is one run, or, with ``execution.seed_batch = K > 1``, up to K seeds of one (width, α)
 trained together by the runner (same results as one after another).
 
-Executors: :class:`InProcessExecutor` and :class:`LocalPoolExecutor` (a spawn-context process
-pool that divides torch threads among its workers). Anything with ``map_unordered(fn, tasks)``
-and ``shutdown()`` works, e.g. a cluster client.
+Executors: :class:`InProcessExecutor`, :class:`LocalPoolExecutor` (a spawn-context process
+pool that divides torch threads among its workers), :class:`SupervisedPoolExecutor` (the default
+for ``workers > 1``: replaces dead workers, retries their task once, then records it ``failed``),
+:class:`DaskExecutor` and :class:`DaskLocalExecutor` (:mod:`weakcorr._executors`). Anything with
+``map_unordered(fn, tasks)`` and ``shutdown()`` works, e.g. a cluster client. The default store
+claims each run before it starts (:class:`weakcorr._claims.ClaimingRunStore`), so sweeps sharing
+one folder never run a run twice.
 
 The per-run work is injectable: ``runner(configs, *, device) -> list[record]`` (see
 :class:`Runner`); the default is :func:`weakcorr.experiments.run_group`.
@@ -32,11 +36,14 @@ from typing import Any, Protocol, TypeVar
 import torch
 
 from . import config as _config
+from ._claims import ClaimingRunStore
+from ._executors import DaskExecutor, DaskLocalExecutor, SupervisedPoolExecutor
 from .results import FINISHED, RunStore, run_id
 
 __all__ = [
-    "Executor", "InProcessExecutor", "LocalPoolExecutor", "PerRun", "RunOutcome", "RunTask",
-    "Runner", "SweepEvent", "SweepPlan", "SweepSummary", "execute_task", "plan", "run_sweep",
+    "DaskExecutor", "DaskLocalExecutor", "Executor", "InProcessExecutor", "LocalPoolExecutor",
+    "PerRun", "RunOutcome", "RunTask", "Runner", "SupervisedPoolExecutor", "SweepEvent",
+    "SweepPlan", "SweepSummary", "execute_task", "plan", "run_sweep",
 ]
 
 T = TypeVar("T")
@@ -314,12 +321,12 @@ def run_sweep(
         cfg: the validated sweep config.
         out_dir: the sweep directory (``sweep.json`` + ``runs/<run_id>.json``).
         executor: where tasks run; default: in-process for ``workers == 1``, else a
-            :class:`LocalPoolExecutor` of ``workers`` processes (shut down at the end).
+            :class:`SupervisedPoolExecutor` of ``workers`` processes (shut down at the end).
         workers: process count when no ``executor`` is given.
         device: ``"cpu"`` or ``"cuda"`` (None: the runner's default, CPU).
         retry_failed: redo runs whose status is ``failed``.
         runner: the per-run work (default :func:`weakcorr.experiments.run_group`).
-        store: the run store (default ``RunStore(out_dir)``); the claim seam.
+        store: the run store (default ``ClaimingRunStore(out_dir)``); the claim seam.
         check_data: load the dataset once before writing anything, so a missing dataset is an
             error rather than a directory of failed runs.
         progress: called with a :class:`SweepEvent` at the start and after each run.
@@ -339,7 +346,7 @@ def run_sweep(
         if check_data:
             experiments.check_data(cfg)
         runner = runner or experiments.run_group
-    store = store or RunStore(out_dir)
+    store = store or ClaimingRunStore(out_dir)
     start = time.perf_counter()
     the_plan = plan(cfg, store, retry_failed=retry_failed)
     from . import __version__
@@ -350,7 +357,7 @@ def run_sweep(
     tasks = _tasks(cfg, the_plan, store, runner, device)
     own_executor = executor is None
     if executor is None:
-        executor = InProcessExecutor() if workers == 1 else LocalPoolExecutor(workers)
+        executor = InProcessExecutor() if workers == 1 else SupervisedPoolExecutor(workers)
     counts = {s: 0 for s in ("ok", "diverged", "failed", "claimed-elsewhere")}
     done = the_plan.skipped
     if progress:
