@@ -67,7 +67,7 @@ class Loss(enum.StrEnum):
     """Training losses of ``train.paired_sgd``."""
 
     MSE = "mse"
-    XENT = "xent"
+    CROSS_ENTROPY = "cross_entropy"
 
 
 DATASETS = ("mnist5k", "digits", "teacher", "mnist", "fashion-mnist", "cifar10")

@@ -1,0 +1,406 @@
+"""Several seeds of one MLP configuration trained together, each beside its linearization.
+
+:func:`paired_sgd_seeds` is :func:`weakcorr.train.paired_sgd` for K models of identical
+structure (K seeds of one width and learning rate), with the K weight matrices of each layer
+stacked into ``[K, out, in]`` and every pass — the network's forward and backward pass at θ,
+the linearization's forward pass at θ0 carrying the tangent J(θ0)Δ, and its pullback
+J(θ0)ᵀr — written out by hand with batched matmuls (``torch.baddbmm``/``torch.bmm``). Each
+seed keeps its own initialisation and its own batch order (``train._batch_order``), so each
+result equals ``paired_sgd`` on that seed to float round-off; the final metrics are computed
+by ``train``'s own code, per seed.
+
+Only models shaped like ``weakcorr.models.MLP`` (``linears`` of ScaledLinear-like layers with
+``weight``, ``bias``, ``weight_multiplier``, ``bias_multiplier``; ``act``; ``output_scale``) are
+supported; :func:`supports` says whether a list of models is, and callers fall back to
+``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
+``eval_every``, ``progress``, ``linearized=False``.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from . import __version__, train
+from .functional import functional
+
+__all__ = ["paired_sgd_seeds", "supports"]
+
+
+def _signature(model: nn.Module) -> tuple[Any, ...] | None:
+    """Structure of an MLP-shaped model (None if it is not one)."""
+    params = dict(model.named_parameters())
+    if not train._is_plain_mlp(model, params):
+        return None
+    layers = tuple((lin.weight.shape, lin.bias is not None, lin.weight_multiplier,
+                    lin.bias_multiplier, lin.weight.dtype) for lin in model.linears)
+    return (layers, getattr(model, "activation_name", type(model).__name__),
+            float(getattr(model, "output_scale", 1.0)))
+
+
+def supports(models: Sequence[nn.Module]) -> bool:
+    """True if the models are MLP-shaped and share structure, activation and multipliers."""
+    if not models:
+        return False
+    sigs = [_signature(m) for m in models]
+    return sigs[0] is not None and all(s == sigs[0] for s in sigs)
+
+
+def _layer(h: Tensor, w: Tensor, b: Tensor | None, a: float, c: float) -> Tensor:
+    """a · h @ wᵀ + c · b for stacked h [K, B, in], w [K, out, in], b [K, 1, out]."""
+    if b is None:
+        z = torch.bmm(h, w.transpose(1, 2))
+        return z.mul_(a) if a != 1.0 else z
+    return torch.baddbmm(b, h, w.transpose(1, 2), beta=c, alpha=a)
+
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+def _gelu_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
+    cdf = torch.erf(z * _SQRT_HALF).add_(1.0).mul_(0.5)  # Φ(z)
+    pdf = torch.exp(z * z * -0.5).mul_(_INV_SQRT_2PI)
+    return z * cdf, cdf.addcmul_(z, pdf)  # z Φ(z), Φ(z) + z φ(z)
+
+
+def _tanh_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
+    h = torch.tanh(z)
+    return h, 1.0 - h * h
+
+
+def _sigmoid_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
+    h = torch.sigmoid(z)
+    return h, h * (1.0 - h)
+
+
+def _erf_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.erf(z), torch.exp(-(z * z)).mul_(_TWO_OVER_SQRT_PI)
+
+
+def _relu_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.relu(z), (z > 0).to(z.dtype)
+
+
+# φ and φ' in closed form for weakcorr.models activations (by ``activation_name``).
+_CLOSED_FORM = {"gelu": _gelu_and_slope, "tanh": _tanh_and_slope, "sigmoid": _sigmoid_and_slope,
+                "erf": _erf_and_slope, "relu": _relu_and_slope}
+
+
+def _act_and_slope(act: Any, z: Tensor) -> tuple[Tensor, Tensor]:
+    """φ(z) and φ'(z): closed forms for known activations, else one jvp of φ (as ``train``)."""
+    if act in _CLOSED_FORM.values():
+        return act(z)
+    return torch.func.jvp(act, (z,), (torch.ones_like(z),))
+
+
+def _loss_and_grad(kind: train.Loss, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-seed mean-reduced loss [K] and its gradient with respect to ``out`` [K, B, d]."""
+    if kind is train.Loss.MSE:
+        diff = out - y
+        return (diff**2).mean(dim=(1, 2)), diff * (2.0 / (out.shape[1] * out.shape[2]))
+    logp = torch.log_softmax(out, dim=-1)
+    grad = torch.softmax(out, dim=-1) * y.sum(-1, keepdim=True) - y  # exact, any y
+    return -(y * logp).sum(-1).mean(-1), grad / out.shape[1]
+
+
+class _PairedMLPs:
+    """K MLPs (θ) and their linearizations (Δ around θ0), stacked per layer, on one device.
+
+    Layer i has θ weights ``w[i]`` [K, out, in] and biases ``b[i]`` [K, 1, out] (or None), Δ in
+    ``dw[i]``, ``db[i]``, θ0 in ``w0[i]``, ``b0[i]``. The first layer's θ and Δ weights live in
+    one buffer [K, 2·out, in] (θ rows first), so that x·[W; ΔW]ᵀ and both first-layer weight
+    gradients are one batched matmul each. θ0's activations on the whole training set are
+    computed once (when they fit in ``cache_bytes``) and gathered per batch.
+    """
+
+    def __init__(self, models: Sequence[nn.Module], x_train: Tensor, device: torch.device,
+                 dtype: torch.dtype, *, cache_bytes: float = 1.5e9) -> None:
+        first = models[0]
+        lins = list(first.linears)
+        self.n_layers = len(lins)
+        self.a = [lin.weight_multiplier for lin in lins]
+        self.c = [lin.bias_multiplier for lin in lins]
+        self.has_bias = [lin.bias is not None for lin in lins]
+        self.scale = float(first.output_scale)
+        name = getattr(first, "activation_name", None)
+        self.act = _CLOSED_FORM[name] if name in _CLOSED_FORM else first.act
+        with torch.no_grad():
+            def stack(get):
+                return torch.stack([get(m).detach() for m in models]).to(device, dtype)
+
+            self.w0 = [stack(lambda m, i=i: m.linears[i].weight) for i in range(self.n_layers)]
+            self.b0 = [stack(lambda m, i=i: m.linears[i].bias).unsqueeze(1)
+                       if self.has_bias[i] else None for i in range(self.n_layers)]
+        k, n1 = self.w0[0].shape[0], self.w0[0].shape[1]
+        self.n1 = n1
+        self.w1_pair = torch.cat([self.w0[0], torch.zeros_like(self.w0[0])], dim=1)
+        self.b1_pair = (torch.cat([self.b0[0], torch.zeros_like(self.b0[0])], dim=2)
+                        if self.has_bias[0] else None)
+        self.w = [self.w1_pair[:, :n1]] + [w.clone() for w in self.w0[1:]]
+        self.dw = [self.w1_pair[:, n1:]] + [torch.zeros_like(w) for w in self.w0[1:]]
+        self.b = [None if b is None else b.clone() for b in self.b0]
+        self.db = [None if b is None else torch.zeros_like(b) for b in self.b0]
+        if self.b1_pair is not None:
+            self.b[0], self.db[0] = self.b1_pair[:, :, :n1], self.b1_pair[:, :, n1:]
+        self.x_train = x_train
+        self.cache: tuple[list[Tensor], list[Tensor], Tensor] | None = None
+        hidden = sum(w.shape[1] for w in self.w0[:-1])
+        if 2 * k * len(x_train) * hidden * x_train.element_size() <= cache_bytes:
+            self.cache = self._theta0_pass(x_train.expand(k, *x_train.shape))
+
+    @torch.no_grad()
+    def _theta0_pass(self, x: Tensor, chunk: int = 1024) -> tuple[list[Tensor], list[Tensor],
+                                                                   Tensor]:
+        """θ0's layer inputs h0_i (i ≥ 1), slopes φ'(z0_i) and outputs f(θ0) on x [K, N, d]."""
+        hs: list[list[Tensor]] = [[] for _ in range(self.n_layers - 1)]
+        sl: list[list[Tensor]] = [[] for _ in range(self.n_layers - 1)]
+        outs = []
+        for j in range(0, x.shape[1], chunk):
+            h = x[:, j:j + chunk]
+            for i in range(self.n_layers - 1):
+                h, s = _act_and_slope(self.act, _layer(h, self.w0[i], self.b0[i], self.a[i],
+                                                       self.c[i]))
+                hs[i].append(h)
+                sl[i].append(s)
+            outs.append(_layer(h, self.w0[-1], self.b0[-1], self.a[-1], self.c[-1]))
+        f0 = torch.cat(outs, 1)
+        return ([torch.cat(h, 1) for h in hs], [torch.cat(s, 1) for s in sl],
+                f0 * self.scale if self.scale != 1.0 else f0)
+
+    @torch.no_grad()
+    def forward(self, idx: Tensor, yb: Tensor, kind: train.Loss
+                ) -> tuple[Tensor, Tensor, Tensor, tuple[Any, ...]]:
+        """Both models on batches ``idx`` [K, B]: the losses of f and f_lin and the batch
+        discrepancy mean_b ‖f − f_lin‖² (each [K]), and what :meth:`update` needs."""
+        k = idx.shape[0]
+        xb = self.x_train[idx]
+        if self.cache is not None:
+            rows = torch.arange(k, device=idx.device).unsqueeze(1)
+            hs0 = [xb] + [h[rows, idx] for h in self.cache[0]]
+            slopes0 = [s[rows, idx] for s in self.cache[1]]
+            f0 = self.cache[2][rows, idx]
+        else:
+            h0s, s0s, f0 = self._theta0_pass(xb)
+            hs0, slopes0 = [xb, *h0s], s0s
+        n1, last = self.n1, self.n_layers - 1
+        pair = _layer(xb, self.w1_pair, self.b1_pair, self.a[0], self.c[0])  # [K, B, 2·n1]
+        z, z_dot = pair[..., :n1], pair[..., n1:]
+        # The network at θ, keeping each layer's input and φ'.
+        hs, slopes = [xb], []
+        h = xb
+        for i in range(last):
+            if i > 0:
+                z = _layer(h, self.w[i], self.b[i], self.a[i], self.c[i])
+            h, s = _act_and_slope(self.act, z)
+            hs.append(h)
+            slopes.append(s)
+        out = _layer(h, self.w[last], self.b[last], self.a[last], self.c[last])
+        # The tangent J(θ0)Δ along θ0's activations.
+        for i in range(1, self.n_layers):
+            h_dot = slopes0[i - 1] * z_dot
+            z_dot = _layer(hs0[i], self.dw[i], self.db[i], self.a[i], self.c[i])
+            z_dot = torch.baddbmm(z_dot, h_dot, self.w0[i].transpose(1, 2), alpha=self.a[i])
+        if self.scale != 1.0:
+            out, z_dot = self.scale * out, self.scale * z_dot
+        f_lin = f0 + z_dot
+        loss_f, r = _loss_and_grad(kind, out, yb)
+        loss_lin, r_lin = _loss_and_grad(kind, f_lin, yb)
+        disc = ((out - f_lin) ** 2).sum(-1).mean(-1)
+        return loss_f, loss_lin, disc, (xb, r, hs, slopes, r_lin, hs0, slopes0)
+
+    @torch.no_grad()
+    def update(self, ctx: tuple[Any, ...], lr: float) -> None:
+        """One SGD step of every θ (gradient of the loss of f) and Δ (J(θ0)ᵀ r_lin)."""
+        xb, r, hs, slopes, r_lin, hs0, slopes0 = ctx
+        g = self._backward(self.w, self.w, self.b, r, hs, slopes, lr)
+        g_lin = self._backward(self.w0, self.dw, self.db, r_lin, hs0, slopes0, lr)
+        g_pair = torch.cat([g, g_lin], dim=-1)  # [K, B, 2·n1]
+        self.w1_pair.baddbmm_(g_pair.transpose(1, 2), xb, alpha=-lr * self.a[0])
+        if self.b1_pair is not None:
+            self.b1_pair.sub_(g_pair.sum(1, keepdim=True), alpha=lr * self.c[0])
+
+    def _backward(self, w: list[Tensor], tw: list[Tensor], tb: list[Tensor | None], r: Tensor,
+                  hs: list[Tensor], slopes: list[Tensor], lr: float) -> Tensor:
+        """Backpropagate ``r`` through the layers ≥ 1 of weights ``w``, subtracting ``lr`` times
+        each layer's gradient from ``tw``/``tb``; returns the gradient at the first layer's
+        pre-activation."""
+        g = self.scale * r if self.scale != 1.0 else r
+        for i in range(self.n_layers - 1, 0, -1):
+            g_next = torch.bmm(g, w[i])  # before w[i] changes (θ updates its own weights)
+            g_next.mul_(slopes[i - 1] * self.a[i] if self.a[i] != 1.0 else slopes[i - 1])
+            tw[i].baddbmm_(g.transpose(1, 2), hs[i], alpha=-lr * self.a[i])
+            bias = tb[i]
+            if bias is not None:
+                bias.sub_(g.sum(1, keepdim=True), alpha=lr * self.c[i])
+            g = g_next
+        return g
+
+    @torch.no_grad()
+    def restore(self, k: int, theta: Mapping[str, Tensor], delta: Mapping[str, Tensor]) -> None:
+        """Put seed ``k``'s θ and Δ back to the given values (for a diverged seed)."""
+        for i in range(self.n_layers):
+            self.w[i][k].copy_(theta[f"linears.{i}.weight"])
+            self.dw[i][k].copy_(delta[f"linears.{i}.weight"])
+            if self.has_bias[i]:
+                self.b[i][k, 0].copy_(theta[f"linears.{i}.bias"])
+                self.db[i][k, 0].copy_(delta[f"linears.{i}.bias"])
+
+    def sq_distances(self) -> tuple[list[float], list[float]]:
+        """Per-seed ‖θ − θ0‖² and ‖Δ‖², accumulated in float64."""
+        d_f = d_lin = None
+        for i in range(self.n_layers):
+            for cur, ref, delta in ((self.w[i], self.w0[i], self.dw[i]),
+                                    (self.b[i], self.b0[i], self.db[i])):
+                if cur is None:
+                    continue
+                sf = ((cur - ref).double() ** 2).flatten(1).sum(1)
+                sl = (delta.double() ** 2).flatten(1).sum(1)
+                d_f = sf if d_f is None else d_f + sf
+                d_lin = sl if d_lin is None else d_lin + sl
+        assert d_f is not None and d_lin is not None
+        return d_f.tolist(), d_lin.tolist()
+
+    def seed_params(self, k: int) -> tuple[dict[str, Tensor], dict[str, Tensor],
+                                           dict[str, Tensor]]:
+        """θ, θ0 and Δ of seed ``k`` as parameter dicts (copies)."""
+        out: tuple[dict[str, Tensor], ...] = ({}, {}, {})
+        for i in range(self.n_layers):
+            for d, w, b in zip(out, (self.w, self.w0, self.dw), (self.b, self.b0, self.db),
+                               strict=True):
+                d[f"linears.{i}.weight"] = w[i][k].clone()
+                if b[i] is not None:
+                    d[f"linears.{i}.bias"] = b[i][k, 0].clone()
+        return out[0], out[1], out[2]
+
+
+def paired_sgd_seeds(
+    models: Sequence[nn.Module],
+    data: train.DatasetLike,
+    *,
+    seeds: Sequence[int],
+    lr: float,
+    steps: int,
+    batch_size: int,
+    loss: str = "mse",
+    log_every: int = 10,
+    probe_ntk: bool = False,
+    eval_every: int | None = None,
+    full_batch: bool = False,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> list[train.RunResult]:
+    """:func:`weakcorr.train.paired_sgd` for K same-shaped MLPs (one per seed), trained together.
+
+    Args:
+        models: K initialised MLPs (θ0 of each seed); :func:`supports` must hold.
+        data: the dataset (as for ``paired_sgd``).
+        seeds: K batch-order seeds, one per model.
+        lr, steps, batch_size, loss, log_every, full_batch, device, dtype: as for
+            ``paired_sgd`` (shared by all seeds).
+        probe_ntk, eval_every: must be False / None (not supported here).
+
+    Returns:
+        K :class:`weakcorr.train.RunResult`, in order, each equal to ``paired_sgd(models[k],
+        data, seed=seeds[k], ...)`` up to float round-off; ``wall_time_s`` is the total wall
+        time divided by K.
+
+    Raises:
+        ValueError: unsupported models or options, or bad arguments.
+    """
+    start = time.perf_counter()
+    if len(models) != len(seeds) or not supports(models):
+        raise ValueError("`models` must be same-shaped weakcorr MLPs, one per seed in `seeds`; "
+                         "train other models one at a time with train.paired_sgd.")
+    if probe_ntk or eval_every is not None:
+        raise ValueError("`probe_ntk` and `eval_every` are not supported when training seeds "
+                         "together; use train.paired_sgd one seed at a time.")
+    allowed = [v.value for v in train.Loss]
+    if loss not in allowed:
+        raise ValueError(f"`loss` must be one of {allowed}, got {loss!r}.")
+    kind = train.Loss(loss)
+    train._check_positive("lr", lr)
+    train._check_positive("steps", steps, integer=True)
+    train._check_positive("log_every", log_every, integer=True)
+    n_train = len(data.X_train)
+    if not full_batch:
+        train._check_positive("batch_size", batch_size, integer=True)
+        if batch_size > n_train:
+            raise ValueError(f"`batch_size` ({batch_size}) is larger than the training set "
+                             f"({n_train}).")
+    k_seeds = len(models)
+    fm = functional(models[0])
+    device = torch.device(device) if device is not None else fm.device
+    dtype = dtype or fm.dtype
+    x_tr, y_tr = data.X_train.to(device, dtype), data.Y_train.to(device, dtype)
+    x_te, y_te = data.X_test.to(device, dtype), data.Y_test.to(device, dtype)
+    nets = _PairedMLPs(models, x_tr, device, dtype)
+    bs = n_train if full_batch else batch_size
+    orders = torch.stack([torch.stack(train._batch_order(n_train, bs, steps, s, "cpu"))
+                          for s in seeds]).to(device)  # [K, steps, B]
+    results = []
+    for m, s in zip(models, seeds, strict=True):
+        config = {"lr": float(lr), "steps": steps, "batch_size": bs, "seed": s,
+                  "loss": kind.value, "log_every": log_every, "linearized": True,
+                  "probe_ntk": False, "full_batch": full_batch, "eval_every": None,
+                  "n_params": fm.n_params, "model": repr(m), "n_train": n_train,
+                  "n_test": len(x_te), "seed_batch": k_seeds}
+        results.append(train.RunResult(
+            config=config, seed=s, device=str(device), dtype=str(dtype).removeprefix("torch."),
+            versions={"weakcorr": __version__, "torch": torch.__version__,
+                      "python": platform.python_version()}))
+    alive = [True] * k_seeds
+    first: list[float | None] = [None] * k_seeds
+    frozen: dict[int, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
+    for step in range(steps):
+        idx = orders[:, step]
+        loss_f, loss_lin, disc, ctx = nets.forward(idx, y_tr[idx], kind)
+        values = torch.stack([loss_f, loss_lin, disc]).tolist()
+        last = step == steps - 1
+        logging = step % log_every == 0 or last
+        for k in range(k_seeds):
+            if not alive[k]:
+                continue
+            entry: dict[str, Any] = {"step": step, "loss_f": values[0][k],
+                                     "loss_lin": values[1][k], "discrepancy": values[2][k]}
+            if first[k] is None:
+                first[k] = max(entry["loss_f"], entry["loss_lin"])
+            if train._diverged(entry, first[k]):
+                # As in paired_sgd: the run stops before this step's update.
+                alive[k] = False
+                results[k].status, results[k].diverged_step = "diverged", step
+                results[k].logs.append(train._json_safe(entry))
+                th_k, _, de_k = nets.seed_params(k)
+                frozen[k] = (th_k, de_k)
+            elif logging:
+                results[k].logs.append(entry)
+        if not any(alive):
+            break
+        nets.update(ctx, lr)
+        for k, (th_k, de_k) in frozen.items():  # dead seeds stay where they stopped
+            nets.restore(k, th_k, de_k)
+        if logging:
+            d_f, d_lin = nets.sq_distances()
+            for k in range(k_seeds):
+                if alive[k]:
+                    results[k].logs[-1].update(param_distance=math.sqrt(d_f[k]),
+                                               param_distance_lin=math.sqrt(d_lin[k]))
+    for k in range(k_seeds):
+        th_k, th0_k, de_k = nets.seed_params(k)
+        if k in frozen:
+            th_k, de_k = frozen[k]
+        results[k].logs = [train._json_safe(e) for e in results[k].logs]
+        results[k].metrics = train._final_metrics(functional(models[k]), th_k, th0_k, de_k, True,
+                                                  kind, data, x_tr, y_tr, x_te, y_te)
+    wall = (time.perf_counter() - start) / k_seeds
+    for r in results:
+        r.wall_time_s = wall
+    return results
+

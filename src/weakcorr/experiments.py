@@ -1,0 +1,151 @@
+"""Run one configuration of the paper's App. A.2 experiment: build the data and the MLP, train
+the network beside its linearization (:func:`weakcorr.train.paired_sgd`), return the record.
+
+A run config is a dict from :func:`weakcorr.config.expand`: ``model`` (``width``, ``depth``,
+``activation``, ``parameterization``, ``output_scale``, ``bias``, ``sigma_w``, ``sigma_b``),
+``data`` (``name``, ``n_train``, ``n_test``, ``data_dir``, ``seed``), ``training`` (``steps``,
+``batch_size``, ``lr``, ``alpha``, ``lr0``, ``lr_factor``, ``loss``, ``dtype``, ``full_batch``),
+``logging`` (``every``, ``eval_every``, ``probe_ntk``) and ``seed``. The seed sets both the
+initialisation (``models.mlp(..., seed=seed)``) and the batch order (``paired_sgd(seed=seed)``),
+shared by f and f_lin, as in the paper.
+
+>>> from weakcorr import config, experiments
+>>> cfg = config.load("demo", ["model.widths=[16]", "training.alphas=[0]", "seeds=1",
+...                            "training.steps=5", "data.name=teacher"])
+>>> record = experiments.run(config.expand(cfg)[0])
+>>> record["status"], sorted(record["metrics"])[:2]
+('ok', ['acc_f_test', 'acc_f_train'])
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import _vmap_train, data, models, train
+from .config import SweepConfig
+
+__all__ = ["build_model", "check_data", "load_data", "run", "run_group"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_DATA_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def load_data(data_cfg: Mapping[str, Any], dtype: str = "float32") -> Any:
+    """The dataset of a run config's ``data`` section (cached per process).
+
+    Raises:
+        FileNotFoundError: if a dataset that lives in ``data_dir`` is not there.
+    """
+    key = (data_cfg["name"], data_cfg["n_train"], data_cfg["n_test"], data_cfg.get("seed", 0),
+           data_cfg.get("data_dir"), dtype)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()  # one sweep uses one dataset; don't hoard memory
+        _DATA_CACHE[key] = data.load(
+            data_cfg["name"], n_train=data_cfg["n_train"], n_test=data_cfg["n_test"],
+            seed=data_cfg.get("seed", 0), data_dir=data_cfg.get("data_dir"), dtype=_DTYPES[dtype],
+        )
+    return _DATA_CACHE[key]
+
+
+def check_data(cfg: SweepConfig) -> None:
+    """Load the sweep's dataset once, so that a missing dataset fails before any run.
+
+    Raises:
+        FileNotFoundError, ValueError: from :func:`weakcorr.data.load`.
+    """
+    d = cfg.data
+    if d.name in ("mnist", "fashion-mnist", "cifar10") and d.data_dir is None:
+        raise ValueError(f"`data.data_dir` is required for dataset {d.name!r} (weakcorr never "
+                         "downloads): add --set data.data_dir=/path/to/folder")
+    load_data({"name": d.name, "n_train": d.n_train, "n_test": d.n_test, "seed": d.seed,
+               "data_dir": d.data_dir}, cfg.training.dtype)
+
+
+def build_model(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> nn.Module:
+    """The MLP ``d_in → width → … → width → d_out`` of a run config, seeded by its seed."""
+    m = run_cfg["model"]
+    extra = {k: m[k] for k in ("sigma_w", "sigma_b") if m.get(k) is not None}
+    return models.mlp(
+        d_in, [m["width"]] * m["depth"], d_out, activation=m["activation"],
+        parameterization=m["parameterization"], bias=m["bias"], output_scale=m["output_scale"],
+        seed=run_cfg["seed"], dtype=_DTYPES[run_cfg["training"]["dtype"]], **extra,
+    )
+
+
+def _train_kwargs(run_cfg: Mapping[str, Any], device: str | None) -> dict[str, Any]:
+    t, lg = run_cfg["training"], run_cfg["logging"]
+    return dict(lr=t["lr"], steps=t["steps"], batch_size=t["batch_size"], seed=run_cfg["seed"],
+                loss=t["loss"], log_every=lg["every"], probe_ntk=lg["probe_ntk"],
+                eval_every=lg["eval_every"], full_batch=t["full_batch"], device=device,
+                dtype=_DTYPES[t["dtype"]])
+
+
+def _failed(run_cfg: Mapping[str, Any], err: BaseException, wall: float, device: str | None
+            ) -> dict[str, Any]:
+    return {"status": "failed", "error": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(limit=-3), "diverged_step": None, "metrics": {},
+            "logs": [], "seed": run_cfg["seed"], "wall_time_s": wall, "device": device,
+            "dtype": run_cfg["training"]["dtype"], "config": dict(run_cfg)}
+
+
+def run(run_cfg: Mapping[str, Any], *, device: str | None = None,
+        progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+    """Train one run config's network beside its linearization.
+
+    Args:
+        run_cfg: one element of :func:`weakcorr.config.expand`.
+        device: ``"cpu"``/``"cuda"`` (None: CPU).
+        progress: passed to :func:`weakcorr.train.paired_sgd`.
+
+    Returns:
+        The :meth:`weakcorr.train.RunResult.to_dict` record; errors other than divergence
+        give a record with status ``failed`` and the error (nothing is raised).
+    """
+    start = time.perf_counter()
+    try:
+        ds = load_data(run_cfg["data"], run_cfg["training"]["dtype"])
+        model = build_model(run_cfg, ds.X_train.shape[1], ds.Y_train.shape[1])
+        result = train.paired_sgd(model, ds, progress=progress, **_train_kwargs(run_cfg, device))
+    except Exception as err:  # noqa: BLE001 - recorded as a failed run
+        return _failed(run_cfg, err, time.perf_counter() - start, device)
+    return _record(result, run_cfg)
+
+
+def _record(result: Any, run_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON record of a run: the result, with the run config as ``config`` and what
+    ``paired_sgd`` recorded of its own arguments as ``train_config``."""
+    record = result.to_dict()
+    train_config = record.get("config")
+    record["config"] = dict(run_cfg)
+    if train_config:
+        record["train_config"] = train_config
+    return record
+
+
+def run_group(configs: Sequence[Mapping[str, Any]], *, device: str | None = None
+              ) -> list[dict[str, Any]]:
+    """Train runs that differ only in their seed; together (stacked weights) when possible.
+
+    With more than one config and a model that :mod:`weakcorr._vmap_train` supports, the seeds
+    are trained together (same results as :func:`run` on each, to float tolerance); otherwise
+    one after another.
+
+    Returns:
+        One record per config, in order.
+    """
+    if len(configs) > 1:
+        ds = load_data(configs[0]["data"], configs[0]["training"]["dtype"])
+        mlps = [build_model(c, ds.X_train.shape[1], ds.Y_train.shape[1]) for c in configs]
+        if _vmap_train.supports(mlps):
+            kwargs = _train_kwargs(configs[0], device)
+            kwargs.pop("seed")
+            results = _vmap_train.paired_sgd_seeds(mlps, ds, seeds=[c["seed"] for c in configs],
+                                                   **kwargs)
+            return [_record(res, c) for c, res in zip(configs, results, strict=True)]
+    return [run(c, device=device) for c in configs]

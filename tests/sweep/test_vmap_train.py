@@ -1,0 +1,88 @@
+"""Seeds trained together (stacked weights, hand-written batched passes) equal paired_sgd per seed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from weakcorr import _vmap_train, data, models, train
+
+TOL = {torch.float64: dict(rtol=1e-9, atol=1e-12), torch.float32: dict(rtol=2e-4, atol=1e-6)}
+
+
+def _compare(batched, sequential, tol):
+    assert batched.status == sequential.status
+    assert batched.diverged_step == sequential.diverged_step
+    assert batched.seed == sequential.seed
+    assert set(batched.metrics) == set(sequential.metrics)
+    for key, want in sequential.metrics.items():
+        got = batched.metrics[key]
+        if want is None:
+            assert got is None, key
+        else:
+            torch.testing.assert_close(got, want, **tol, msg=key)
+    assert [e["step"] for e in batched.logs] == [e["step"] for e in sequential.logs]
+    for eb, es in zip(batched.logs, sequential.logs, strict=True):
+        assert set(eb) == set(es)
+        for key in es:
+            if es[key] is not None:
+                torch.testing.assert_close(eb[key], es[key], **tol, msg=f"{key} at {es['step']}")
+
+
+CASES = [
+    dict(act="gelu", param="standard", dtype=torch.float64, loss="mse", bias=True, depth=2),
+    dict(act="tanh", param="ntk", dtype=torch.float64, loss="cross_entropy", bias=True, depth=1),
+    dict(act="relu", param="mup", dtype=torch.float64, loss="mse", bias=False, depth=3),
+    dict(act="gelu", param="standard", dtype=torch.float32, loss="mse", bias=True, depth=2),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=["gelu-std-f64", "tanh-ntk-xent", "relu-mup-nobias",
+                                             "gelu-std-f32"])
+def test_matches_paired_sgd_per_seed(case):
+    # Cross-entropy on one-hot labels (digits); MSE on the teacher's regression targets.
+    name = "digits" if case["loss"] == "cross_entropy" else "teacher"
+    ds = data.load(name, n_train=48, n_test=20, seed=1, dtype=case["dtype"])
+    seeds = [3, 0, 7]
+    kw = dict(lr=0.2, steps=13, batch_size=8, loss=case["loss"], log_every=4)
+
+    def build(s):
+        return models.mlp(ds.X_train.shape[1], [12] * case["depth"], ds.Y_train.shape[1],
+                          activation=case["act"], parameterization=case["param"],
+                          bias=case["bias"], output_scale=1.5, seed=s, dtype=case["dtype"])
+
+    batched = _vmap_train.paired_sgd_seeds([build(s) for s in seeds], ds, seeds=seeds, **kw)
+    for s, res in zip(seeds, batched, strict=True):
+        _compare(res, train.paired_sgd(build(s), ds, seed=s, **kw), TOL[case["dtype"]])
+        assert res.config["seed"] == s and res.config["seed_batch"] == 3
+
+
+def test_one_seed_diverges_others_continue():
+    """Output scale 3, lr 0.2: the init scaled by 3 diverges at step 3, the plain one does not."""
+    import copy
+
+    ds = data.load("teacher", n_train=48, n_test=20, seed=1, dtype=torch.float64)
+    kw = dict(lr=0.2, steps=12, batch_size=8, log_every=5)
+    mild, wild = (models.mlp(16, [12, 12], 10, activation="relu", seed=s, dtype=torch.float64,
+                             output_scale=3.0) for s in (0, 0))
+    with torch.no_grad():
+        for p in wild.parameters():
+            p.mul_(3.0)
+    mild_seq = train.paired_sgd(copy.deepcopy(mild), ds, seed=0, **kw)
+    wild_seq = train.paired_sgd(copy.deepcopy(wild), ds, seed=1, **kw)
+    assert (mild_seq.status, wild_seq.status) == ("ok", "diverged")
+    got = _vmap_train.paired_sgd_seeds([mild, wild], ds, seeds=[0, 1], **kw)
+    _compare(got[0], mild_seq, TOL[torch.float64])
+    _compare(got[1], wild_seq, TOL[torch.float64])
+    assert got[1].diverged_step == wild_seq.diverged_step and len(got[0].logs) == 4
+
+
+def test_supports():
+    a = models.mlp(4, [8], 2, activation="gelu", seed=0)
+    assert _vmap_train.supports([a, models.mlp(4, [8], 2, activation="gelu", seed=1)])
+    assert not _vmap_train.supports([a, models.mlp(4, [9], 2, activation="gelu", seed=1)])
+    assert not _vmap_train.supports([a, models.mlp(4, [8], 2, activation="tanh", seed=1)])
+    assert not _vmap_train.supports([torch.nn.Sequential(torch.nn.Linear(4, 2))])
+    with pytest.raises(ValueError, match="same-shaped weakcorr MLPs"):
+        _vmap_train.paired_sgd_seeds([a], data.load("teacher", n_train=8, n_test=2),
+                                     seeds=[0, 1], lr=0.1, steps=1, batch_size=2)
