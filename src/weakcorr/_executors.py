@@ -405,7 +405,7 @@ class DaskExecutor:
                     fut = client.submit(_Threaded(fn, self.threads_per_worker), task, key=key,
                                         pure=False)
                 pending[fut] = task
-            for fut in distributed.as_completed(list(pending)):
+            for fut in distributed.as_completed(list(pending), loop=client.loop):
                 task = pending.pop(fut)
                 try:
                     result = fut.result()

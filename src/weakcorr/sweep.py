@@ -344,7 +344,13 @@ def run_sweep(
         from . import experiments  # torch models and datasets: only when runs are real
 
         if check_data:
-            experiments.check_data(cfg)
+            try:
+                experiments.check_data(cfg)
+            except (FileNotFoundError, ValueError) as err:
+                if str(err).startswith("`"):  # already names its field
+                    raise
+                field = "data.data_dir" if cfg.data.data_dir else "data.name"
+                raise type(err)(f"`{field}` ({cfg.data.name!r}): {err}") from None
         runner = runner or experiments.run_group
     store = store or ClaimingRunStore(out_dir)
     start = time.perf_counter()

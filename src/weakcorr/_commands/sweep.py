@@ -17,10 +17,14 @@ examples:
   weakcorr sweep cpu --out runs/cpu --workers 2
   weakcorr sweep paper-a2 --out runs/a2 --device cuda --set data.data_dir=/data/mnist
   weakcorr sweep my.yaml --out runs/x --set training.alphas=[0,-1] --set seeds=3
+  weakcorr sweep demo --out runs/demo --executor dask-local --workers 2
+  weakcorr sweep paper-a2 --out /shared/a2 --executor dask --scheduler tcp://10.0.0.5:8786
 
 One JSON per run is written atomically to DIR/runs/<run_id>.json (run_id: a hash of the run's
 config). Rerunning the same command skips finished runs; failed runs are redone only with
 --retry-failed. Presets: paper-a2 (the paper's App. A.2, for GPUs), cpu, demo.
+Each run is claimed before it starts, so sweeps sharing DIR never run a run twice. Dask
+executors need `pip install weakcorr[dask]`; see docs/scaling.md.
 """
 
 
@@ -43,6 +47,15 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by `sweep` and `demo`."""
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local worker processes (torch threads are divided among them)")
+    p.add_argument("--executor", default="auto", metavar="KIND",
+                   help="auto (in-process, or local processes with --workers > 1), inprocess, "
+                   "local, dask (a cluster: --scheduler) or dask-local (a LocalCluster of "
+                   "--workers processes on 127.0.0.1)")
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                   help="the Dask scheduler of --executor dask")
+    p.add_argument("--collect", action="store_true",
+                   help="Dask workers send records back and this process writes them (for "
+                   "workers that cannot see DIR)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. training.steps=50 (repeatable)")
@@ -73,17 +86,27 @@ def progress_bar(args: argparse.Namespace, desc: str) -> tuple[Callable[[Any], N
 
 def execute(args: argparse.Namespace, source: str, out: str) -> Any:
     """Load the config and run the sweep; returns the summary."""
-    from .. import config, sweep
+    from .. import _executors, config, sweep
 
     if args.workers < 1:
         raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
-    cfg = config.load(source, args.overrides)
-    update, close = progress_bar(args, cfg.name)
     try:
-        return sweep.run_sweep(cfg, out, workers=args.workers, device=args.device,
-                               retry_failed=args.retry_failed, progress=update)
+        executor = _executors.make_executor(args.executor, workers=args.workers,
+                                            scheduler=args.scheduler, collect=args.collect)
+    except ImportError as err:
+        raise ValueError(str(err)) from None
+    try:
+        cfg = config.load(source, args.overrides)
+        update, close = progress_bar(args, cfg.name)
+        try:
+            return sweep.run_sweep(cfg, out, executor=executor, workers=args.workers,
+                                   device=args.device, retry_failed=args.retry_failed,
+                                   progress=update)
+        finally:
+            close()
     finally:
-        close()
+        if executor is not None:
+            executor.shutdown()
 
 
 def summary_line(summary: Any) -> str:
