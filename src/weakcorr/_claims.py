@@ -15,10 +15,12 @@ A claim is *stale*, and may be taken over, when
 * it belongs to this same sweep (same token) but another process: an executor retries a task
   only after the attempt that claimed it was lost, so that claim is the lost attempt's.
 
-A takeover renames the stale claim to a unique grave name and checks that it moved the very file
-it judged stale (same inode); the winner then creates a fresh claim with ``O_EXCL``. Two retakers
-therefore cannot both win: the second one's rename fails, or moves the winner's fresh claim,
-which it puts back (``os.link``: never over a newer claim).
+A takeover is serialised per stale claim file: the retaker first creates a marker named after
+that file (its inode and content) with ``O_EXCL``, checks the claim is still that file, renames it
+to a unique grave name and checks the grave is that file (else puts it back with ``os.link``,
+never over a newer claim); then it creates a fresh claim with ``O_EXCL`` like anyone else. Two
+retakers therefore cannot both win: the second one finds the marker taken, or the claim already
+replaced, or loses the ``O_EXCL`` create.
 
 After claiming, the run is given up if a record for it has appeared meanwhile: a finished one
 (``ok``/``diverged``), or a ``failed`` one written after this store was created (by a concurrent
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import pathlib
@@ -50,6 +53,9 @@ __all__ = ["CLAIM_SUFFIX", "Claim", "ClaimingRunStore", "pid_alive"]
 
 CLAIM_SUFFIX = ".claim"
 _GRAVE_SUFFIX = ".stale"
+_MARKER_SUFFIX = ".takeover"
+#: A takeover marker this old was left by a retaker that died during its takeover.
+_MARKER_STALE_S = 60.0
 #: A claim file that cannot be parsed (its writer was killed between create and write) is
 #: treated as stale once it is this old.
 _UNREADABLE_GRACE_S = 10.0
@@ -131,6 +137,12 @@ class _Seen:
     claim: Claim | None
     inode: int
     mtime: float
+    text: str = ""
+
+    @property
+    def key(self) -> str:
+        """Identifies this very file: its inode and content (inode numbers get reused)."""
+        return hashlib.sha1(f"{self.inode}:{self.text}".encode()).hexdigest()[:16]
 
 
 def _read_claim(path: pathlib.Path) -> _Seen | None:
@@ -145,7 +157,7 @@ def _read_claim(path: pathlib.Path) -> _Seen | None:
             text = fh.read()
     finally:
         os.close(fd)
-    return _Seen(Claim.from_json(text), st.st_ino, st.st_mtime)
+    return _Seen(Claim.from_json(text), st.st_ino, st.st_mtime, text)
 
 
 # --------------------------------------------------------------------------- heartbeat
@@ -335,10 +347,11 @@ class ClaimingRunStore(RunStore):
                     self._take_over(path, seen)):
                 removed += 1
         now = time.time()
-        for grave in self.runs_dir.glob(f".*{_GRAVE_SUFFIX}"):
+        for junk in [*self.runs_dir.glob(f".*{_GRAVE_SUFFIX}"),
+                     *self.runs_dir.glob(f".*{_MARKER_SUFFIX}")]:
             with contextlib.suppress(OSError):
-                if now - grave.stat().st_mtime > 60:
-                    grave.unlink()
+                if now - junk.stat().st_mtime > _MARKER_STALE_S:
+                    junk.unlink()
                     removed += 1
         return removed
 
@@ -361,36 +374,57 @@ class ClaimingRunStore(RunStore):
     def _take_over(self, path: pathlib.Path, seen: _Seen) -> bool:
         """Remove the claim file ``seen`` (judged stale) unless another has replaced it.
 
+        Retakers of one stale claim first create its marker with ``O_EXCL`` (one at a time);
+        the one holding it checks that the claim is still that file, renames it to a unique
+        grave and checks the grave is that file (inode and content), else puts it back.
+
         Returns True if this call removed exactly that file.
         """
-        grave = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_GRAVE_SUFFIX}")
-        try:
-            os.rename(path, grave)
-        except FileNotFoundError:
-            return False  # another retaker moved it first
-        try:
-            moved_inode = os.stat(grave).st_ino
-        except FileNotFoundError:
+        marker = path.with_name(f".{path.name}.{seen.key}{_MARKER_SUFFIX}")
+        for _ in range(2):
+            try:
+                os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                break
+            except FileExistsError:
+                with contextlib.suppress(FileNotFoundError):
+                    if time.time() - marker.stat().st_mtime > _MARKER_STALE_S:
+                        marker.unlink()  # left by a retaker that died mid-takeover
+                        continue
+                return False  # another retaker is on it
+        else:
             return False
-        if moved_inode == seen.inode:
+        try:
+            now = _read_claim(path)
+            if now is None or now.key != seen.key:
+                return False  # already taken over (or released) by someone else
+            grave = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_GRAVE_SUFFIX}")
+            try:
+                os.rename(path, grave)
+            except FileNotFoundError:
+                return False
+            moved = _read_claim(grave)
+            if moved is not None and moved.key == seen.key:
+                with contextlib.suppress(FileNotFoundError):
+                    grave.unlink()
+                return True
+            # Replaced between the check and the rename (its live owner released it and a
+            # new claim appeared): put it back, never over a claim made since.
+            try:
+                os.link(grave, path)
+            except FileExistsError:
+                pass
+            except OSError as err:  # file systems without hard links
+                if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+                if not path.exists():
+                    os.rename(grave, path)
+                    return False
             with contextlib.suppress(FileNotFoundError):
                 grave.unlink()
-            return True
-        # We moved a newer claim (a faster retaker's fresh one): put it back, never over a
-        # claim made since.
-        try:
-            os.link(grave, path)
-        except FileExistsError:
-            pass
-        except OSError as err:  # file systems without hard links
-            if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                raise
-            if not path.exists():
-                os.rename(grave, path)
-                return False
-        with contextlib.suppress(FileNotFoundError):
-            grave.unlink()
-        return False
+            return False
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                marker.unlink()
 
     def _taken_by_record(self, rid: str) -> bool:
         """True if run ``rid`` already has a finished record, or a failed one newer than us."""
