@@ -347,7 +347,7 @@ def run_sweep(
             try:
                 experiments.check_data(cfg)
             except (FileNotFoundError, ValueError) as err:
-                if str(err).startswith("`"):  # already names its field
+                if str(err).startswith("`data."):  # already names its field
                     raise
                 field = "data.data_dir" if cfg.data.data_dir else "data.name"
                 raise type(err)(f"`{field}` ({cfg.data.name!r}): {err}") from None
