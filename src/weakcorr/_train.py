@@ -167,37 +167,59 @@ def _act_and_derivative(model: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
     return torch.func.jvp(model.act, (z,), (torch.ones_like(z),))
 
 
+Primal = tuple[Tensor, list[Tensor], list[Tensor]]  # f(θ0)(x), hidden h_l(θ0), φ'(z_l(θ0))
+
+
+@torch.no_grad()
+def _mlp_primal(model: nn.Module, theta0: Mapping[str, Tensor], x: Tensor) -> Primal:
+    """The forward pass at θ0 of an MLP, keeping what the tangent and the pullback need."""
+    linears = model.linears
+    hs, dphis = [], []
+    h = x
+    for i, lin in enumerate(linears):
+        z = h @ theta0[f"linears.{i}.weight"].T
+        if lin.weight_multiplier != 1.0:
+            z = lin.weight_multiplier * z
+        if lin.bias is not None:
+            z = z + lin.bias_multiplier * theta0[f"linears.{i}.bias"]
+        if i == len(linears) - 1:
+            f0 = model.output_scale * z if model.output_scale != 1.0 else z
+            return f0, hs, dphis
+        h, dphi = _act_and_derivative(model, z)
+        hs.append(h)
+        dphis.append(dphi)
+    raise AssertionError("unreachable: an MLP has an output layer")
+
+
 @torch.no_grad()
 def _mlp_linear_pass(
-    model: nn.Module, theta0: Mapping[str, Tensor], delta: Mapping[str, Tensor], x: Tensor
+    model: nn.Module, theta0: Mapping[str, Tensor], delta: Mapping[str, Tensor], x: Tensor,
+    primal: Primal | None = None,
 ) -> tuple[Tensor, Tensor, Callable[[Tensor], list[Tensor]]]:
     """f(θ0)(x), J(θ0)(x)Δ and the pullback r ↦ J(θ0)(x)ᵀr for an MLP, written out by hand.
 
     The same mathematics as :func:`_primal_and_tangent` plus a backward pass, without
-    autograd bookkeeping: φ and φ' are computed once per layer (exactly, by one jvp of the
-    elementwise activation) and shared by the tangent and the backward pass.
+    autograd bookkeeping: φ and φ' are computed once per layer (closed forms for the named
+    activations, else one jvp of the elementwise activation) and shared by the tangent and
+    the backward pass. ``primal`` (from :func:`_mlp_primal` on the same rows, e.g. cached
+    from an earlier epoch) skips the forward pass at θ0.
     """
     linears = model.linears
-    hs, dphis = [x], []
-    h, h_dot = x, None
+    f0, hs, dphis = primal if primal is not None else _mlp_primal(model, theta0, x)
+    inputs = [x, *hs]
+    h_dot = None
     for i, lin in enumerate(linears):
-        w, dw = theta0[f"linears.{i}.weight"], delta[f"linears.{i}.weight"]
-        a, c = lin.weight_multiplier, lin.bias_multiplier
-        z = h @ w.T
-        z_dot = h @ dw.T if h_dot is None else h @ dw.T + h_dot @ w.T
-        if a != 1.0:
-            z, z_dot = a * z, a * z_dot
+        h, dw = inputs[i], delta[f"linears.{i}.weight"]
+        z_dot = h @ dw.T
+        if h_dot is not None:
+            z_dot = z_dot.addmm_(h_dot, theta0[f"linears.{i}.weight"].T)
+        if lin.weight_multiplier != 1.0:
+            z_dot = lin.weight_multiplier * z_dot
         if lin.bias is not None:
-            z = z + c * theta0[f"linears.{i}.bias"]
-            z_dot = z_dot + c * delta[f"linears.{i}.bias"]
-        if i == len(linears) - 1:
-            scale = model.output_scale
-            f0, jd = (scale * z, scale * z_dot) if scale != 1.0 else (z, z_dot)
-            break
-        h, dphi = _act_and_derivative(model, z)
-        h_dot = dphi * z_dot
-        hs.append(h)
-        dphis.append(dphi)
+            z_dot = z_dot + lin.bias_multiplier * delta[f"linears.{i}.bias"]
+        if i < len(linears) - 1:
+            h_dot = dphis[i] * z_dot
+    jd = model.output_scale * z_dot if model.output_scale != 1.0 else z_dot
 
     def pullback(r: Tensor) -> list[Tensor]:
         grads: dict[str, Tensor] = {}
@@ -205,7 +227,7 @@ def _mlp_linear_pass(
         for i in range(len(linears) - 1, -1, -1):
             lin = linears[i]
             a, c = lin.weight_multiplier, lin.bias_multiplier
-            grads[f"linears.{i}.weight"] = a * (g.T @ hs[i])
+            grads[f"linears.{i}.weight"] = a * (g.T @ inputs[i])
             if lin.bias is not None:
                 grads[f"linears.{i}.bias"] = c * g.sum(0)
             if i > 0:
@@ -213,6 +235,49 @@ def _mlp_linear_pass(
         return [grads[k] for k in theta0]
 
     return f0, jd, pullback
+
+
+PRIMAL_CACHE_GB = 1.0
+
+
+class _PrimalCache:
+    """f(θ0), h_l(θ0) and φ'(z_l(θ0)) of every training example, filled on first use.
+
+    From the second epoch on a batch's forward pass at θ0 is a lookup: the linear model's
+    step then costs its tangent and pullback only. Used when the whole cache fits in
+    :data:`PRIMAL_CACHE_GB` and some batch repeats examples already seen.
+    """
+
+    def __init__(self, model: nn.Module, n: int, like: Tensor) -> None:
+        widths = [lin.weight.shape[0] for lin in model.linears]
+        kw = dict(dtype=like.dtype, device=like.device)
+        self.f0 = torch.empty(n, widths[-1], **kw)
+        self.hs = [torch.empty(n, w, **kw) for w in widths[:-1]]
+        self.dphis = [torch.empty(n, w, **kw) for w in widths[:-1]]
+
+    @staticmethod
+    def nbytes(model: nn.Module, n: int, itemsize: int) -> int:
+        widths = [lin.weight.shape[0] for lin in model.linears]
+        return n * itemsize * (widths[-1] + 2 * sum(widths[:-1]))
+
+    def get(self, idx: Tensor) -> Primal:
+        return self.f0[idx], [h[idx] for h in self.hs], [d[idx] for d in self.dphis]
+
+    def put(self, idx: Tensor, primal: Primal) -> None:
+        f0, hs, dphis = primal
+        self.f0[idx] = f0
+        for store, value in zip(self.hs + self.dphis, hs + dphis, strict=True):
+            store[idx] = value
+
+
+def _repeat_flags(batches_cpu: list[Tensor], n: int) -> list[bool]:
+    """For each step, whether every example of its batch appeared in an earlier batch."""
+    seen = torch.zeros(n, dtype=torch.bool)
+    flags = []
+    for idx in batches_cpu:
+        flags.append(bool(seen[idx].all()))
+        seen[idx] = True
+    return flags
 
 
 def _diverged(entry: Mapping[str, float], first: float) -> bool:

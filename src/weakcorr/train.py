@@ -25,7 +25,9 @@ from . import __version__
 from ._memory import check_memory_budget
 from ._train import (  # noqa: F401 - re-exported for weakcorr._vmap_train and the tests
     DIVERGENCE_FACTOR,
+    PRIMAL_CACHE_GB,
     Loss,
+    _PrimalCache,
     _act_and_derivative,
     _batch_order,
     _check_positive,
@@ -38,10 +40,12 @@ from ._train import (  # noqa: F401 - re-exported for weakcorr._vmap_train and t
     _loss_grad,
     _loss_value,
     _mlp_linear_pass,
+    _mlp_primal,
     _norm,
     _outputs,
     _primal_and_tangent,
     _probe_kernel,
+    _repeat_flags,
 )
 from .functional import FunctionalModel, functional
 from .ntk import empirical_ntk
@@ -214,6 +218,8 @@ def paired_sgd(
     kernel0 = _probe_kernel(fm, theta0, probe) if probe_ntk else None
     first_loss: float | None = None
     fused = linearized and _is_plain_mlp(model, theta0)
+    cache, repeats = _primal_cache(model, fused, n_train, n_train if full_batch else batch_size,
+                                   steps, seed, x_tr)
 
     for step, idx in enumerate(batches):
         xb, yb = x_tr[idx], y_tr[idx]
@@ -223,7 +229,12 @@ def paired_sgd(
         entry: dict[str, Any] = {"step": step, "loss_f": loss_f.item()}
         if linearized:
             if fused:
-                f0, jd, pullback = _mlp_linear_pass(model, theta0, delta, xb)
+                primal = None
+                if cache is not None:
+                    primal = cache.get(idx) if repeats[step] else _mlp_primal(model, theta0, xb)
+                    if not repeats[step]:
+                        cache.put(idx, primal)
+                f0, jd, pullback = _mlp_linear_pass(model, theta0, delta, xb, primal)
             else:
                 f0, jd = _primal_and_tangent(fm, theta0_leaf, delta, xb)
             f_lin = f0.detach() + jd
@@ -270,6 +281,17 @@ def paired_sgd(
                                     x_tr, y_tr, x_te, y_te)
     result.wall_time_s = time.perf_counter() - start
     return result
+
+
+def _primal_cache(
+    model: nn.Module, fused: bool, n: int, batch_size: int, steps: int, seed: int, like: Tensor
+) -> tuple[_PrimalCache | None, list[bool]]:
+    """The θ0 forward-pass cache of the fused MLP path, when batches repeat and it fits."""
+    if not fused:
+        return None, []
+    repeats = _repeat_flags(_batch_order(n, batch_size, steps, seed, "cpu"), n)
+    fits = _PrimalCache.nbytes(model, n, like.element_size()) <= PRIMAL_CACHE_GB * 2**30
+    return (_PrimalCache(model, n, like) if fits and any(repeats) else None), repeats
 
 
 def kernel_dynamics(

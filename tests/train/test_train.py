@@ -406,3 +406,29 @@ def test_bad_input_messages(kwargs, match):
     args = dict(lr=0.1, steps=3, batch_size=4, seed=0) | kwargs
     with pytest.raises(ValueError, match=match):
         paired_sgd(tiny(), toy_data(), **args)
+
+
+def test_primal_cache_changes_nothing_but_the_work(monkeypatch):
+    """From the second epoch the θ0 forward pass is a lookup; results equal the uncached run."""
+    data, model = toy_data(), tiny(seed=6)
+    calls = []
+    original = train._mlp_primal
+    monkeypatch.setattr(train, "_mlp_primal", lambda *a: calls.append(1) or original(*a))
+    cached = paired_sgd(model, data, lr=0.3, steps=25, batch_size=8, seed=4, log_every=5)
+    n_fresh = calls.count(1)
+    repeats = train._repeat_flags(train._batch_order(40, 8, 25, 4, "cpu"), 40)
+    assert n_fresh == repeats.count(False) == 5  # one epoch of 5 batches, then lookups
+    monkeypatch.setattr(train, "PRIMAL_CACHE_GB", 0.0)
+    calls.clear()
+    plain = paired_sgd(model, data, lr=0.3, steps=25, batch_size=8, seed=4, log_every=5)
+    assert len(calls) == 0  # without the cache the fused pass does its own forward
+    for key, value in plain.metrics.items():
+        assert cached.metrics[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
+    for a, b in zip(cached.logs, plain.logs, strict=True):
+        assert a == pytest.approx(b, rel=1e-12, abs=1e-15)
+
+
+def test_repeat_flags():
+    batches = [torch.tensor([0, 1]), torch.tensor([2, 3]), torch.tensor([1, 0]),
+               torch.tensor([3, 4]), torch.tensor([4, 2])]
+    assert train._repeat_flags(batches, 5) == [False, False, True, False, True]
