@@ -236,3 +236,18 @@ def test_frozen_parameter_is_not_structured():
     assert not supports_structured(fm)
     x = torch.randn(3, 4, dtype=torch.float64)
     torch.testing.assert_close(empirical_ntk(fm, x), brute_ntk(fm, x, x), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("param", ["standard", "ntk", "mup"], ids=["standard", "ntk", "mup"])
+def test_implementations_agree_at_width_256(param, gen):
+    """MNIST-sized inputs, width 256, float64: structured and vp (with chunking) = jacobian."""
+    model = models.mlp(784, [256, 256], 10, activation="gelu", parameterization=param, seed=0,
+                       dtype=torch.float64)
+    x1 = torch.rand(12, 784, generator=gen, dtype=torch.float64)
+    x2 = torch.rand(9, 784, generator=gen, dtype=torch.float64)
+    ref = empirical_ntk(model, x1, x2, implementation="jacobian", lr=0.1)
+    for impl, budget in (("structured", 4), ("vp", 0.05)):
+        torch.testing.assert_close(
+            empirical_ntk(model, x1, x2, implementation=impl, lr=0.1, max_memory_gb=budget),
+            ref, rtol=RTOL, atol=ATOL)
