@@ -72,7 +72,12 @@ class RunResult:
     ‖f − f_lin‖² over outputs), ``c_test``, ``c_train`` (Eq. 24 with d_y in place
     of 10), ``loss_{f,lin}_{test,train}``, ``acc_{f,lin}_{test,train}``,
     ``param_distance`` (‖θ − θ0‖) and ``param_distance_lin`` (‖Δ‖). Non-finite
-    values are stored as ``None``.
+    values are stored as ``None``; with ``linearized=False`` the f_lin metrics are ``None``.
+
+    ``status``: ``"ok"``; ``"diverged"`` (``diverged_step`` is the step whose loss was
+    non-finite or 1e6 times its first value; logs stop there); ``"failed"`` is recorded by
+    callers that catch an exception (``error`` holds it), e.g. :mod:`weakcorr.experiments`.
+    ``versions``: ``{"weakcorr", "torch", "python"}``.
     """
 
     config: dict[str, Any]
