@@ -24,5 +24,10 @@ test-slow: $(STAMP)
 	@$(PY) -m pytest -q -m slow $(PYTEST_ARGS); rc=$$?; \
 	  if [ $$rc -eq 5 ]; then echo "make test-slow: no slow tests collected"; rc=0; fi; exit $$rc
 
+# The paper's App. A.2 pipeline on bundled MNIST-5k: sweep, fits, Fig. 4-style figure, report (< 3 min).
+DEMO_OUT ?= runs/demo
+demo: $(STAMP)
+	$(VENV)/bin/weakcorr demo --out $(DEMO_OUT)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

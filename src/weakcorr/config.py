@@ -29,6 +29,7 @@ import ast
 import copy
 import dataclasses
 import enum
+import functools
 import importlib.resources
 import math
 import pathlib
@@ -164,6 +165,7 @@ _BINOPS: dict[type, Callable[[float, float], float]] = {
 }
 
 
+@functools.lru_cache(maxsize=64)
 def _parse_expression(expr: str) -> ast.expr:
     """Parse ``expr`` and check it uses only numbers, ``n``, + - * / **, sqrt, log, exp."""
     try:

@@ -12,8 +12,9 @@ from weakcorr.cli import main
 from ._fake import CountingRunner
 
 
-@pytest.fixture
-def sweep_dir(tmp_path):
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("fake_sweep")
     cfg = config.load({
         "name": "fake", "description": "A fake sweep.",
         "model": {"widths": [16, 32, 64, 128]},
@@ -50,30 +51,39 @@ def test_training_curves_figure(sweep_dir):
         f"α = {a}, n = {w}" for a in ("0", "−0.5", "−1") for w in (16, 128)]
 
 
-def test_report_files(sweep_dir):
-    rep = report.write_report(sweep_dir, n_boot=200)
-    md = rep.markdown.read_text()
+@pytest.fixture(scope="module")
+def written(sweep_dir):
+    """`weakcorr report DIR --json` once: the report files and the printed summary."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["report", str(sweep_dir), "--n-boot", "100", "--json"]) == 0
+    return sweep_dir, json.loads(out.getvalue())
+
+
+def test_report_files(written):
+    root, printed = written
+    md = (root / "report.md").read_text()
     assert md.startswith("# Sweep report: fake")
-    assert "36 of 48 runs present" not in md and "48 of 48 runs present: 36 ok, 0 diverged, 12 failed" in md
-    assert "| 0.000 | −" not in md and "-1.14" in md and "-2.72" in md
+    assert "48 of 48 runs present: 36 ok, 0 diverged, 12 failed" in md
+    assert "-1.14" in md and "-2.72" in md
     assert "![mse_test vs width](figures/width_scaling.png)" in md
+    assert "![training curves of f and f_lin](figures/training_curves.png)" in md
     assert md.count("| failed |") == 12 and "boom at seed 3" in md
-    for fig in rep.figures:
-        assert fig.exists()
-    summary = json.loads(rep.summary_json.read_text())
+    summary = json.loads((root / "summary.json").read_text())
+    assert summary == printed
+    for fig in summary["figures"]:
+        assert (root / fig).stat().st_size > 1000
+    assert sorted(summary["figures"]) == [
+        "figures/training_curves.pdf", "figures/training_curves.png", "figures/width_scaling.pdf",
+        "figures/width_scaling.png"]
     assert summary["runs"] == {"expected": 48, "present": 48, "ok": 36, "diverged": 0, "failed": 12}
     slopes = {r["alpha"]: r["slope"] for r in summary["fits"]}
     assert slopes[0.0] == pytest.approx(-1.0, abs=0.2) and slopes[-1.0] == pytest.approx(-2.5, abs=0.2)
     assert len(summary["problems"]) == 12 and summary["config"]["name"] == "fake"
     assert {r["alpha"] for r in summary["paper_comparison"]} == {0.0, -0.25, -0.5, -0.75, -1.0}
-
-
-def test_report_cli(sweep_dir, capsys):
-    assert main(["report", str(sweep_dir), "--n-boot", "100"]) == 0
-    out = capsys.readouterr().out
-    assert "report.md" in out and "width_scaling.png" in out and "alpha=-1: slope" in out
-    assert main(["report", str(sweep_dir), "--n-boot", "100", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["runs"]["ok"] == 36
 
 
 @pytest.mark.parametrize("argv,fragment", [

@@ -196,14 +196,15 @@ def test_atomic_write_json_safe(tmp_path):
     assert json.loads(path.read_text()) == {"x": None, "y": [1, None]}
 
 
-def test_run_id_is_stable_across_processes():
-    cfg = config.expand(_cfg())[5]
-    code = ("import json,sys; from weakcorr.results import run_id; "
-            "print(run_id(json.loads(sys.stdin.read())))")
-    out = subprocess.run([sys.executable, "-c", code], input=json.dumps(cfg), text=True,
-                         capture_output=True, check=True, env={**os.environ, "PYTHONHASHSEED": "7"})
-    assert out.stdout.strip() == run_id(cfg) and len(run_id(cfg)) == 16
-    assert run_id({**cfg, "seed": cfg["seed"] + 1}) != run_id(cfg)
+def test_run_id_is_a_stable_hash():
+    """sha256 of canonical JSON (sorted keys, no spaces): a fixed value, key order irrelevant."""
+    import hashlib
+
+    cfg = {"seed": 1, "model": {"width": 8, "depth": 2}, "training": {"lr": 0.1, "alpha": -0.5}}
+    canonical = '{"model":{"depth":2,"width":8},"seed":1,"training":{"alpha":-0.5,"lr":0.1}}'
+    assert run_id(cfg) == hashlib.sha256(canonical.encode()).hexdigest()[:16] == "3f1189bb2dd361cc"
+    assert run_id(dict(reversed(cfg.items()))) == run_id(cfg)
+    assert run_id({**cfg, "seed": 2}) != run_id(cfg)
 
 
 _CHILD = textwrap.dedent("""
