@@ -14,6 +14,7 @@ import pathlib
 from collections.abc import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 
@@ -149,8 +150,8 @@ def plot_training_curves(
     """Training curves: losses of f and f_lin and their batch discrepancy against step.
 
     One panel per width (columns) and per α (rows); each line is the mean over the seeds of
-    runs with status ``ok``, on one log axis: the training loss of f (solid), of f_lin
-    (dashed), and the mini-batch discrepancy between f and f_lin (dotted).
+    runs with status ``ok``: the training losses of f (solid) and f_lin (dashed) on the left
+    (linear) axis, the mini-batch discrepancy mean_b ‖f − f_lin‖² (dotted) on the right one.
 
     Args:
         logs: the long log table (:func:`weakcorr.analysis.load_logs`).
@@ -175,33 +176,44 @@ def plot_training_curves(
                         .round().astype(int)) if all_widths else []
         widths = [all_widths[i] for i in idx]
     rows, cols = max(1, len(alphas)), max(1, len(widths))
-    fig = Figure(figsize=(2.9 * cols + 0.6, 2.3 * rows + 0.9))
+    height = 2.3 * rows + 0.9
+    fig = Figure(figsize=(3.2 * cols + 0.6, height))
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
-    fig.subplots_adjust(left=0.08 if cols > 2 else 0.15, right=0.98, bottom=0.1 / rows + 0.08,
-                        top=1 - 0.55 / (2.3 * rows + 0.9), wspace=0.3, hspace=0.35)
-    styles = (("loss_f", "-", "tab:blue", "training loss of f"),
-              ("loss_lin", "--", "tab:orange", "training loss of f_lin"),
-              ("discrepancy", ":", "tab:red", "batch discrepancy f vs f_lin"))
+    fig.subplots_adjust(left=0.06 if cols > 2 else 0.15, right=0.95, bottom=0.45 / height,
+                        top=1 - 0.55 / height, wspace=0.45, hspace=0.35)
+    styles = (("loss_f", "-", "tab:blue", "training loss of f (left)"),
+              ("loss_lin", "--", "tab:orange", "training loss of f_lin (left)"),
+              ("discrepancy", ":", "tab:red", "batch discrepancy mean ‖f − f_lin‖² (right)"))
+    handles = []
     for i, a in enumerate(alphas):
         sel = ok[np.isclose(ok["alpha"].astype(float), a)]
         for j, w in enumerate(widths):
             ax = axes[i, j]
+            twin = ax.twinx()
             g = sel[sel["width"] == w]
             cols_present = [c for c, *_ in styles if c in g.columns]
             mean = g.groupby("step")[cols_present].mean()
+            handles = []
             for col, ls, color, label in styles:
                 if col in mean.columns:
+                    target = twin if col == "discrepancy" else ax
                     vals = mean[col].where(mean[col] > 0)
-                    ax.plot(mean.index, vals, ls, color=color, lw=1.4, label=label)
-            ax.set_yscale("log")
+                    handles += target.plot(mean.index, vals, ls, color=color, lw=1.4, label=label)
+            if twin.has_data():
+                twin.set_yscale("log")
+                twin.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+            ax.ticklabel_format(axis="y", style="plain", useOffset=False)
+            for axis in (ax, twin):
+                axis.tick_params(labelsize=7)
+            twin.tick_params(axis="y", colors="tab:red")
             ax.set_title(f"{_alpha_label(float(a))}, n = {w} ({g['seed'].nunique()} seeds)",
                          fontsize=8)
-            ax.tick_params(labelsize=7)
             if i == rows - 1:
                 ax.set_xlabel("step", fontsize=8)
-    if alphas and len(widths):
-        handles, labels = axes[0, 0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper center", ncols=3, fontsize=8, frameon=False)
+    if handles:
+        fig.legend(handles, [h.get_label() for h in handles], loc="upper center", ncols=3,
+                   fontsize=8, frameon=False)
     else:
         axes[0, 0].text(0.5, 0.5, "no finished runs", ha="center", transform=axes[0, 0].transAxes)
     if save_to is not None:

@@ -43,11 +43,14 @@ def test_width_scaling_figure(sweep_dir, tmp_path):
 def test_training_curves_figure(sweep_dir):
     logs = analysis.load_logs(sweep_dir)
     fig = plots.plot_training_curves(logs, alpha=-0.5)
-    assert [ax.get_title() for ax in fig.axes] == [f"α = −0.5, n = {w} (3 seeds)"
-                                                   for w in (16, 32, 64, 128)]
-    assert all(len(ax.get_lines()) == 3 and ax.get_yscale() == "log" for ax in fig.axes)
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    twins = [ax for ax in fig.axes if not ax.get_title()]
+    assert [ax.get_title() for ax in panels] == [f"α = −0.5, n = {w} (3 seeds)"
+                                                 for w in (16, 32, 64, 128)]
+    assert all(len(ax.get_lines()) == 2 for ax in panels)  # losses of f and f_lin
+    assert all(len(ax.get_lines()) == 1 and ax.get_yscale() == "log" for ax in twins)
     fig = plots.plot_training_curves(logs, max_widths=2)
-    assert [ax.get_title().split(" (")[0] for ax in fig.axes] == [
+    assert [ax.get_title().split(" (")[0] for ax in fig.axes if ax.get_title()] == [
         f"α = {a}, n = {w}" for a in ("0", "−0.5", "−1") for w in (16, 128)]
 
 
