@@ -321,10 +321,20 @@ class ClaimingRunStore(RunStore):
             self._take_over(path, seen)
 
     def write(self, rid: str, record: Mapping[str, Any]) -> pathlib.Path:
-        """Atomically write the record of ``rid``, then release its claim."""
-        out = super().write(rid, record)
+        """Atomically write the record of ``rid`` (with ``writer``: host, pid and sweep token),
+        then release its claim."""
+        writer = {"host": socket.gethostname(), "pid": os.getpid(), "sweep": self.sweep_token}
+        out = super().write(rid, {**record, "writer": writer})
         self.release(rid)
         return out
+
+    def written_by_us(self, rid: str) -> dict[str, Any] | None:
+        """The record of ``rid`` if this sweep (any of its processes) wrote it, else None."""
+        rec = self.read(rid)
+        writer = rec.get("writer") if rec else None
+        if isinstance(writer, dict) and writer.get("sweep") == self.sweep_token:
+            return rec
+        return None
 
     def claims(self) -> list[str]:
         """Run ids with a claim file present (sorted)."""

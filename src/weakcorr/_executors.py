@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 __all__ = [
     "EXECUTORS", "DaskExecutor", "DaskLocalExecutor", "SupervisedPoolExecutor", "WorkerLostError",
-    "lost_outcomes", "make_executor",
+    "lost_outcomes", "make_executor", "own_outcomes",
 ]
 
 T = TypeVar("T")
@@ -64,8 +64,8 @@ def lost_outcomes(task: Any, error: str) -> list[Any]:
     """Record the runs of a task whose worker was lost as ``failed`` with ``error``.
 
     Called in the sweep's own process. A run is recorded only if this sweep can claim it (the
-    lost worker's claim is retaken); runs claimed by another live sweep, or already finished,
-    are left alone.
+    lost worker's claim is retaken); runs claimed by another live sweep, or already finished
+    (by the lost attempt itself, then reported with their own status), are left alone.
 
     Returns:
         One :class:`weakcorr.sweep.RunOutcome` per run of the task.
@@ -73,7 +73,6 @@ def lost_outcomes(task: Any, error: str) -> list[Any]:
     Raises:
         WorkerLostError: if ``task`` is not a :class:`weakcorr.sweep.RunTask`.
     """
-    from .results import FINISHED
     from .sweep import RunOutcome, RunTask, _failed_record
 
     if not isinstance(task, RunTask):
@@ -81,15 +80,32 @@ def lost_outcomes(task: Any, error: str) -> list[Any]:
     outcomes = []
     for rid, cfg in zip(task.run_ids, task.configs, strict=True):
         if not task.store.claim(rid):
-            state = task.store.state(rid)
-            outcomes.append(RunOutcome(rid, state if state in FINISHED else "claimed-elsewhere"))
+            outcomes.append(RunOutcome(rid, "claimed-elsewhere"))
             continue
         record = {**_failed_record(cfg, error, 0.0, task.device), "wall_time_s": None,
                   "config": cfg}
         task.store.write(rid, record)
         task.store.release(rid)
         outcomes.append(RunOutcome(rid, "failed", None, error))
-    return outcomes
+    return own_outcomes(task, outcomes)
+
+
+def own_outcomes(task: Any, outcomes: Any) -> Any:
+    """Relabel ``claimed-elsewhere`` outcomes whose record this same sweep wrote.
+
+    That happens when an attempt wrote its records and then its worker was lost (or Dask lost
+    the result with the worker): the retry finds the run finished.
+    """
+    written_by_us = getattr(getattr(task, "store", None), "written_by_us", None)
+    if written_by_us is None or not isinstance(outcomes, list):
+        return outcomes
+    out = []
+    for o in outcomes:
+        rec = written_by_us(o.run_id) if o.status == "claimed-elsewhere" else None
+        out.append(o if rec is None else dataclasses.replace(
+            o, status=str(rec.get("status")), wall_time_s=rec.get("wall_time_s"),
+            error=rec.get("error")))
+    return out
 
 
 def _set_threads(n: int | None) -> None:
@@ -241,7 +257,7 @@ class SupervisedPoolExecutor:
                             if tb and hasattr(payload, "add_note"):
                                 payload.add_note(f"in a worker process:\n{tb}")
                             raise payload
-                        yield payload
+                        yield own_outcomes(tasks[i], payload)
                         continue
                     code = self._discard(w, kill=True)
                     attempts[i] += 1
@@ -415,7 +431,7 @@ class DaskExecutor:
                     continue
                 if self.collect:
                     result = fn(dataclasses.replace(task, runner=_Replay(tuple(result))))
-                yield result
+                yield own_outcomes(task, result)
         finally:
             for fut, task in pending.items():
                 fut.cancel()
@@ -443,7 +459,8 @@ class DaskLocalExecutor(DaskExecutor):
 
     Args:
         workers: worker processes (>= 1), one task at a time each.
-        threads_per_worker: torch threads per worker; default: CPU count / workers.
+        threads_per_worker: torch threads per worker; default: this process's torch thread
+            count divided among the workers (at least 1), as :class:`SupervisedPoolExecutor`.
         collect: as in :class:`DaskExecutor`.
         retries: how often a task whose worker died is rescheduled (>= 0), then ``failed``.
     """
@@ -457,7 +474,11 @@ class DaskLocalExecutor(DaskExecutor):
         _require_distributed()
         self.scheduler = None
         self.collect = bool(collect)
-        self.threads_per_worker = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+        if threads_per_worker is None:
+            import torch
+
+            threads_per_worker = max(1, torch.get_num_threads() // workers)
+        self.threads_per_worker = threads_per_worker
         self.workers = workers
         self.retries = retries
         self._client = None
@@ -471,7 +492,10 @@ class DaskLocalExecutor(DaskExecutor):
             import dask
 
             distributed = _require_distributed()
-            with dask.config.set({"distributed.scheduler.allowed-failures": self.retries}):
+            # Saturation 1: a worker holds only the task it runs, so a worker's death counts
+            # against that task alone (queued tasks are not "processing" there).
+            with dask.config.set({"distributed.scheduler.allowed-failures": self.retries,
+                                  "distributed.scheduler.worker-saturation": 1.0}):
                 self._cluster = distributed.LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
                     host="127.0.0.1", dashboard_address=_dashboard_address(),
@@ -481,10 +505,10 @@ class DaskLocalExecutor(DaskExecutor):
         return self._client
 
     @property
-    def dashboard_link(self) -> str | None:
-        """The dashboard URL (loopback), or None without bokeh or before the cluster starts."""
-        return self._cluster.dashboard_link if self._cluster is not None and (
-            _dashboard_address()) else None
+    def cluster(self) -> Any:
+        """The ``distributed.LocalCluster`` (started on first use)."""
+        self._connect()
+        return self._cluster
 
     def shutdown(self) -> None:
         """Close the client and stop the cluster."""
