@@ -18,10 +18,11 @@ supported; :func:`supports` says whether a list of models is, and callers fall b
 ``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
 ``eval_every``, ``progress``, ``linearized=False``.
 
-Throughput (benchmarks/bench_vmap_seeds.py, K = 8, MNIST-5k, batch 128, 1 thread): 1.66× at
-width 64, 1.35× at 128 and 1.32× at 256 over ``paired_sgd`` one seed after another (whose own
-MLP path is fused too); the step is then close to the matmul FLOP count, dominated by the
-input layer.
+Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 250 steps, 1 thread,
+a shared 2-core machine): 1.7-2.0× at width 64, 1.5-2.0× at 128 and 1.3-1.4× at 256 over
+``paired_sgd`` one seed after another (whose MLP path is fused too). At width 256 both run near
+the core's matmul throughput and the step is dominated by the 784-wide input layer's products
+(x·[W; ΔW]ᵀ and both weight gradients), which batching cannot remove.
 """
 
 from __future__ import annotations
@@ -261,6 +262,38 @@ class _PairedMLPs:
                 self.b[i][k, 0].copy_(theta[f"linears.{i}.bias"])
                 self.db[i][k, 0].copy_(delta[f"linears.{i}.bias"])
 
+    @torch.no_grad()
+    def outputs(self, x: Tensor, *, training_set: bool = False, chunk: int = 1024
+                ) -> tuple[Tensor, Tensor]:
+        """f(θ)(x) and f_lin(θ0 + Δ)(x) of every seed, [K, N, d_out], for x [N, d_in] shared
+        by the seeds (``training_set``: x is the training set, whose θ0 pass is cached)."""
+        k = self.w0[0].shape[0]
+        f_parts, lin_parts = [], []
+        for j in range(0, len(x), chunk):
+            xc = x[j:j + chunk].expand(k, -1, -1)
+            if training_set and self.cache is not None:
+                slopes0 = [s[:, j:j + chunk] for s in self.cache[1]]
+                hs0 = [xc] + [h[:, j:j + chunk] for h in self.cache[0]]
+                f0 = self.cache[2][:, j:j + chunk]
+            else:
+                h0s, slopes0, f0 = self._theta0_pass(xc)
+                hs0 = [xc, *h0s]
+            h = xc
+            for i in range(self.n_layers - 1):
+                h = _act_and_slope(self.act, _layer(h, self.w[i], self.b[i], self.a[i],
+                                                    self.c[i]))[0]
+            out = _layer(h, self.w[-1], self.b[-1], self.a[-1], self.c[-1])
+            z_dot = _layer(xc, self.dw[0], self.db[0], self.a[0], self.c[0])
+            for i in range(1, self.n_layers):
+                h_dot = slopes0[i - 1] * z_dot
+                z_dot = _layer(hs0[i], self.dw[i], self.db[i], self.a[i], self.c[i])
+                z_dot = torch.baddbmm(z_dot, h_dot, self.w0[i].transpose(1, 2), alpha=self.a[i])
+            if self.scale != 1.0:
+                out, z_dot = self.scale * out, self.scale * z_dot
+            f_parts.append(out)
+            lin_parts.append(f0 + z_dot)
+        return torch.cat(f_parts, 1), torch.cat(lin_parts, 1)
+
     def sq_distances(self) -> tuple[list[float], list[float]]:
         """Per-seed ‖θ − θ0‖² and ‖Δ‖², accumulated in float64."""
         d_f = d_lin = None
@@ -366,7 +399,7 @@ def paired_sgd_seeds(
                       "python": platform.python_version()}))
     alive = [True] * k_seeds
     first: list[float | None] = [None] * k_seeds
-    frozen: dict[int, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}
+    frozen: dict[int, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}  # diverged seeds
     for step in range(steps):
         idx = orders[:, step]
         loss_f, loss_lin, disc, ctx = nets.forward(idx, y_tr[idx], kind)
@@ -400,15 +433,37 @@ def paired_sgd_seeds(
                 if alive[k]:
                     results[k].logs[-1].update(param_distance=math.sqrt(d_f[k]),
                                                param_distance_lin=math.sqrt(d_lin[k]))
+    # Dead seeds were restored after every update: the stacks hold every seed's final state.
+    outputs = {"test": (*nets.outputs(x_te), y_te, data.labels_test),
+               "train": (*nets.outputs(x_tr, training_set=True), y_tr, data.labels_train)}
+    d_f, d_lin = nets.sq_distances()
     for k in range(k_seeds):
-        th_k, th0_k, de_k = nets.seed_params(k)
-        if k in frozen:
-            th_k, de_k = frozen[k]
         results[k].logs = [train._json_safe(e) for e in results[k].logs]
-        results[k].metrics = train._final_metrics(functional(models[k]), th_k, th0_k, de_k, True,
-                                                  kind, data, x_tr, y_tr, x_te, y_te)
+        results[k].metrics = _metrics(kind, outputs, k, d_f[k], d_lin[k])
     wall = (time.perf_counter() - start) / k_seeds
     for r in results:
         r.wall_time_s = wall
     return results
 
+
+def _metrics(kind: train.Loss, outputs: Mapping[str, tuple[Tensor, Tensor, Tensor, Tensor]],
+             k: int, sq_distance: float, sq_distance_lin: float) -> dict[str, float | None]:
+    """Seed ``k``'s final metrics, defined as in ``train.paired_sgd`` (its test compares them)."""
+    metrics: dict[str, float | None] = {"param_distance": math.sqrt(sq_distance)}
+    for split in ("test", "train"):
+        f_all, lin_all, y, labels = outputs[split]
+        if f_all.shape[1] == 0:
+            continue
+        f, lin = f_all[k], lin_all[k]
+        labels = labels.to(f.device)
+        diff2 = ((f - lin) ** 2).sum().item()
+        metrics.update({
+            f"loss_f_{split}": train._loss_value(kind, f, y).item(),
+            f"acc_f_{split}": (f.argmax(-1) == labels).double().mean().item(),
+            f"mse_{split}": diff2 / len(f),  # Eq. 30
+            f"c_{split}": math.sqrt(diff2) / (f.shape[1] * len(f)),  # Eq. 24
+            f"loss_lin_{split}": train._loss_value(kind, lin, y).item(),
+            f"acc_lin_{split}": (lin.argmax(-1) == labels).double().mean().item(),
+        })
+    metrics["param_distance_lin"] = math.sqrt(sq_distance_lin)
+    return train._json_safe(metrics)
