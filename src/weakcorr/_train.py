@@ -42,7 +42,8 @@ def _loss_grad(loss: Loss, out: Tensor, y: Tensor) -> Tensor:
     """C'(out): the derivative of the mean-reduced loss with respect to the outputs."""
     if loss is Loss.MSE:
         return 2.0 * (out - y) / out.numel()
-    return (torch.softmax(out, dim=-1) - y) / out.shape[0]
+    # d/dout of -(y·log_softmax(out)).sum(-1).mean(): exact also for targets not summing to 1.
+    return (torch.softmax(out, dim=-1) * y.sum(-1, keepdim=True) - y) / out.shape[0]
 
 
 def _json_safe(value: Any) -> Any:

@@ -469,3 +469,13 @@ def test_paired_sgd_equals_kernel_dynamics_at_width_64_float64(monkeypatch):
                            data.X_test, lr=0.2)
     got = linearize(fm)(F.add(seen["theta0"], seen["delta"]), data.X_test)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_loss_gradient_matches_autograd_for_soft_targets():
+    """C'(out) in closed form equals autograd, also for targets that do not sum to 1."""
+    g = torch.Generator().manual_seed(0)
+    out = torch.randn(6, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.rand(6, 4, generator=g, dtype=torch.float64) * 2
+    for loss in train.Loss:
+        (ref,) = torch.autograd.grad(train._loss_value(loss, out, y), out)
+        torch.testing.assert_close(train._loss_grad(loss, out.detach(), y), ref, rtol=1e-12, atol=1e-14)
