@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import signal
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -72,3 +73,21 @@ def unparsable(out: str | os.PathLike[str]) -> list[str]:
         except ValueError:
             bad.append(p.name)
     return bad
+
+
+@dataclass(frozen=True)
+class StartLogRunner:
+    """Appends each run to ``log`` (O_APPEND) when it *starts*, then takes ``delay_s``: a run
+    killed in flight shows up in the log, and again when it is rerun."""
+
+    log: str
+    delay_s: float = 0.15
+
+    def __call__(self, configs: Sequence[Mapping[str, Any]], *, device: str | None
+                 ) -> list[dict[str, Any]]:
+        out = []
+        for c in configs:
+            _append(self.log, f"{run_key(c)} {os.getpid()}")
+            time.sleep(self.delay_s)
+            out.append(fake_record(c))
+        return out

@@ -128,11 +128,11 @@ _SWEEPER = textwrap.dedent("""
     import json, sys
     from weakcorr import config, sweep
     from weakcorr._executors import make_executor
-    from tests.sweep._fake import CountingRunner
+    from tests.reliability._runners import StartLogRunner
     raw, out, log, kind = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
     ex = make_executor(kind, workers=2)
     try:
-        s = sweep.run_sweep(config.load(raw), out, runner=CountingRunner(log, delay_s=0.15),
+        s = sweep.run_sweep(config.load(raw), out, runner=StartLogRunner(log, delay_s=0.15),
                             check_data=False, executor=ex)
     finally:
         ex.shutdown()
@@ -188,10 +188,14 @@ def test_sigkill_sweep_at_random_moments_then_resume(tmp_path, kind):
     sweep.run_sweep(cfg, str(reference), runner=CountingRunner(str(tmp_path / "ref.log")),
                     check_data=False)
     assert _table(out).equals(_table(reference)), kills
-    # Runs lost: none. Runs executed twice: at most those in flight at each kill (2 workers).
-    counts = collections.Counter(executions(log))
-    assert set(counts) == {run_key(c) for c in config.expand(cfg)}
-    assert sum(counts.values()) - total <= 2 * len(kills), (counts.most_common(4), kills)
+    # Runs lost: none. Runs started twice: those in flight at a kill (at most 2 per kill), and
+    # at least one kill caught a run in flight.
+    starts = collections.Counter(executions(log))
+    assert set(starts) == {run_key(c) for c in config.expand(cfg)}
+    rerun = sum(starts.values()) - total
+    assert 1 <= rerun <= 2 * len(kills), (starts.most_common(4), kills)
+    print(f"{kind}: {len(kills)} kills {kills}, {total} runs, 0 lost, {rerun} runs in flight "
+          "at a kill were rerun")
 
 
 # --------------------------------------------------------------------------- racing sweeps
