@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Subcommand modules under weakcorr._commands, in the order `weakcorr --help` lists them.
-COMMANDS: tuple[str, ...] = ("correlations", "sweep", "report", "demo", "a1")
+COMMANDS: tuple[str, ...] = ("correlations", "sweep", "report", "demo", "a1", "diagnose")
 
 
 class UsageError(ValueError):

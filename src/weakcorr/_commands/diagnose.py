@@ -1,0 +1,113 @@
+"""``weakcorr diagnose``: is an MLP family's linearization consistent with Theorems 3.1/3.2, Cor. 4.1?
+
+Parses arguments and calls :func:`weakcorr._diagnose.diagnose`; nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+EPILOG = """\
+examples:
+  weakcorr diagnose                                  # the demo family: 784-n-n-10 GELU, standard init
+  weakcorr diagnose --width 64 128 256 512 --parameterization ntk --activation erf --lr 1
+  weakcorr diagnose --lr-exponent -0.5 --r -0.5 --out runs/diag   # also train with lr * n^-0.5
+
+For each width and seed: exact C^{0,2}, C^{0,3} (RMS of the diagonal over --n-inputs inputs),
+the norm of C^{1,1} and the Hessian/gradient ratio at init (with the training lr), then f and
+f_lin trained --steps steps. Exponents over width come from quantile fits over seeds (at least
+5 seeds, 3 widths); the verdicts compare them with Eq. 14 (Thm 3.1), Eq. 17 (Thm 3.2), Eq. 22
+(Cor. 4.1) and, with --r, Eq. 18. The defaults take 2-4 minutes on 2 CPU cores.
+"""
+
+
+def add_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "diagnose",
+        help="measure correlation and linearization exponents vs width and check the theorems",
+        description="Diagnose how an MLP family linearizes with width (paper Thms. 3.1, 3.2, "
+        "Cor. 4.1, Eq. 18).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--width", type=int, nargs="+", default=[32, 64, 128, 256], metavar="N",
+                   help="hidden widths, at least 3 (default 32 64 128 256)")
+    p.add_argument("--depth", type=int, default=2, help="number of hidden layers (default 2)")
+    p.add_argument("--activation", default="gelu", help="relu, gelu, erf, sigmoid, tanh")
+    p.add_argument("--parameterization", default="standard", choices=["standard", "ntk", "mup"])
+    p.add_argument("--dataset", default="mnist5k", help="mnist5k, digits, teacher, mnist, ...")
+    p.add_argument("--data-dir", default=None, help="folder of local datasets (MNIST, CIFAR-10)")
+    p.add_argument("--n-train", type=int, default=1000, help="training points (default 1000)")
+    p.add_argument("--n-test", type=int, default=200, help="test points (default 200)")
+    p.add_argument("--lr", type=float, default=0.1, help="η0 (default 0.1)")
+    p.add_argument("--lr-exponent", type=float, default=0.0, metavar="ALPHA",
+                   help="lr = η0 · n^ALPHA (default 0)")
+    p.add_argument("--r", type=float, default=None, metavar="RHO",
+                   help="also train with lr · n^RHO and compare the error exponents (Eq. 18)")
+    p.add_argument("--steps", type=int, default=100, help="training steps S (default 100)")
+    p.add_argument("--batch-size", type=int, default=128,
+                   help="SGD batch size (default 128; 0 = full batch)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per width, >= 5 (default 5)")
+    p.add_argument("--n-inputs", type=int, default=16,
+                   help="inputs of the correlations (default 16)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write diagnose.md, diagnose.json and figures/ there")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import _diagnose, data, models
+
+    for name in ("depth", "n_train", "n_test", "steps", "seeds", "n_inputs"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"`--{name.replace('_', '-')}` must be >= 1, got {getattr(args, name)}")
+    if args.batch_size < 0:
+        raise ValueError(f"`--batch-size` must be >= 0 (0 = full batch), got {args.batch_size}")
+    if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
+        raise ValueError(f"`--device` must be cpu or cuda, got {args.device!r}")
+    if args.activation not in [a.value for a in models.Activation]:
+        raise ValueError(f"`--activation` must be one of "
+                         f"{', '.join(a.value for a in models.Activation)}, got {args.activation!r}")
+    ds = data.load(args.dataset, n_train=args.n_train, n_test=args.n_test,
+                   data_dir=args.data_dir, **({"grayscale": True} if args.dataset == "cifar10"
+                                              else {}))
+    d_in, d_out = ds.X_train.shape[1], ds.Y_train.shape[1]
+
+    def make_model(width: int, seed: int):
+        return models.mlp(d_in, [width] * args.depth, d_out, activation=args.activation,
+                          parameterization=args.parameterization, seed=seed)
+
+    bar = None
+    if not (args.quiet or args.json) and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(set(args.width)) * args.seeds, unit="net", desc="diagnose",
+                   file=sys.stderr, leave=False)
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.refresh()
+
+    try:
+        result = _diagnose.diagnose(
+            make_model, ds, widths=args.width, lr=args.lr, steps=args.steps, seeds=args.seeds,
+            batch_size=args.batch_size or None, lr_exponent=args.lr_exponent, r=args.r,
+            n_inputs=min(args.n_inputs, args.n_train), device=args.device, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    paths = _diagnose.write_report(result, args.out) if args.out else None
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    print("\n".join(result.lines()))
+    if paths:
+        print(f"report: {paths['markdown']}")
+    return 0
