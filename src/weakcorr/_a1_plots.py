@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import LogFormatter  # noqa: E402
 
 from .plots import save_figure  # noqa: E402
 
@@ -60,10 +61,18 @@ def _loglog_series(ax, g: pd.DataFrame, x: str, y: str, color: str, ls: str, lab
     return True
 
 
+def _log_y(ax) -> None:
+    """Log y axis with plain-text labels (e.g. 3e-05): mathtext tick labels are slow to draw."""
+    ax.set_yscale("log")
+    fmt = LogFormatter(labelOnlyBase=False, minor_thresholds=(1.5, 0.6))
+    ax.yaxis.set_major_formatter(fmt)
+    ax.yaxis.set_minor_formatter(fmt)
+
+
 def _finish(ax, widths: Sequence[float], *, log_y: bool = True) -> None:
     ax.set_xscale("log", base=2)
     if log_y:
-        ax.set_yscale("log")
+        _log_y(ax)
     if widths:
         ax.set_xlim(min(widths) / 1.25, max(widths) * 1.25)
         ax.set_xticks(widths, [f"{w:g}" for w in widths])
@@ -107,7 +116,7 @@ def plot_correlations_vs_width(table: pd.DataFrame, *, order: str = "c2",
             ax2 = ax.twinx()
             if _loglog_series(ax2, g, "width", f"{order}_paper", "tab:orange", "--",
                               "paper estimator (Eq. 25)"):
-                ax2.set_yscale("log")
+                _log_y(ax2)
             ax2.tick_params(which="both", labelsize=6, colors="tab:orange")
             if not drawn:
                 ax.text(0.5, 0.5, "≡ 0 at every width", ha="center", fontsize=8,
@@ -205,7 +214,7 @@ def plot_deviation_curves(curves: pd.DataFrame, *, panels: Sequence[str] = ("dep
                 ax.plot(mean.index, mean.to_numpy(), color=colors[w], lw=1.3, label=f"n = {w}")
             if len(g):
                 ax.set_xscale("log")
-                ax.set_yscale("log")
+                _log_y(ax)
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
             if panels:

@@ -10,6 +10,7 @@ already in ``out_dir/runs`` (status ``ok``/``diverged``; ``failed`` only with
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import pathlib
@@ -40,6 +41,25 @@ QUANTITIES = (
 )
 _KEYS = ("dataset", "depth", "activation")
 _FIG_DIR = "figures"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Guarded:
+    """Runs configs one by one; an exception becomes that run's ``failed`` record."""
+
+    runner: Any
+
+    def __call__(self, configs: Any, *, device: str | None) -> list[dict[str, Any]]:
+        out = []
+        for c in configs:
+            start = time.perf_counter()
+            try:
+                out.extend(self.runner([c], device=device))
+            except Exception as err:  # noqa: BLE001 - a failed run is recorded, not raised
+                out.append({"kind": "a1", "status": "failed", "error": f"{type(err).__name__}: "
+                            f"{err}", "seed": c.get("seed"), "metrics": {}, "logs": [],
+                            "wall_time_s": time.perf_counter() - start, "device": device})
+        return out
 
 
 def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int = 1,
@@ -75,7 +95,7 @@ def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int =
                           "skipped_datasets": skipped, "run_ids": list(configs),
                           "weakcorr_version": __version__})
     store.remove_stale_temp()
-    runner = runner or PerRun(_a1.run)
+    runner = _Guarded(runner or PerRun(_a1.run))
     tasks = [RunTask(store, (rid,), (configs[rid],), runner, device) for rid in todo]
     own = executor is None
     executor = executor or (InProcessExecutor() if workers == 1 else LocalPoolExecutor(workers))
