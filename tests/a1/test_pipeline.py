@@ -1,0 +1,146 @@
+"""The A.1 pipeline end to end on a tiny grid: records, known answers, resume, report."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from weakcorr import _a1, _a1_report
+from weakcorr import correlations as C
+from weakcorr.functional import functional
+from weakcorr.results import RunStore
+from weakcorr.sweep import PerRun
+
+from ._tiny import tiny
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    out = tmp_path_factory.mktemp("a1")
+    cfg = _a1.from_dict(tiny())
+    events = []
+    summary = _a1_report.run_a1(cfg, out, progress=events.append)
+    return cfg, out, summary, events
+
+
+def test_one_json_per_run_all_ok(swept):
+    cfg, out, summary, events = swept
+    n = 3 * 2 * 2 * 2
+    assert (summary.total, summary.ran, summary.skipped) == (n, n, 0)
+    assert summary.counts["ok"] == n
+    recs = list(RunStore(out).records())
+    assert len(recs) == n and {r["status"] for r in recs} == {"ok"}
+    assert events[0].outcome is None and events[-1].done == n
+    trained = [r for r in recs if r["config"]["training"]]
+    assert len(trained) == n // 2
+    for r in trained:
+        assert r["metrics"]["c_test"] > 0 and r["metrics"]["loss_f_test"] > 0
+        steps = [e["step"] for e in r["logs"] if "mse_test" in e]
+        assert steps == list(range(8))  # eval_every = 1
+    for r in recs:
+        assert len(r["samples"]["c2_abs"]) == 8 * 10
+
+
+def test_exact_values_match_an_independent_computation(swept):
+    """c2/c3 come from the right orders: recomputed with the generic (vjp + nested jvp) path."""
+    cfg, out, _, _ = swept
+    rec = next(r for r in RunStore(out).records()
+               if r["config"]["model"]["activation"] == "erf" and r["config"]["model"]["depth"] == 2)
+    ds = _a1._dataset(rec["config"])
+    fm = functional(_a1.build_model(rec["config"], 64, 10))
+    diag = C.diagonal(fm, ds.X_train, orders=(2, 3), lr=1.0, method="generic")
+    for k in (2, 3):
+        want = float(diag[k].double().pow(2).mean().sqrt())
+        assert rec["metrics"][f"c{k}_exact"] == pytest.approx(want, rel=1e-4)
+    ratio, _ = _a1.hessian_gradient(fm, ds.X_train[:1], max_iter=200)
+    assert rec["metrics"]["hg_ratio"] == pytest.approx(ratio, rel=1e-2)
+
+
+def test_relu_one_hidden_layer_has_zero_third_order(swept):
+    """f = W2 relu(W1 x + b1) + b2: every third derivative needs relu'' = 0 or is linear in W2."""
+    _, out, _, _ = swept
+    recs = [r for r in RunStore(out).records()
+            if r["config"]["model"]["activation"] == "relu" and r["config"]["model"]["depth"] == 1]
+    assert recs and all(r["metrics"]["c3_exact"] == 0.0 for r in recs)
+    assert all(r["metrics"]["c3_paper"] == 0.0 for r in recs)
+    assert all(r["metrics"]["c2_exact"] > 0 for r in recs)
+
+
+def test_paper_estimator_with_every_parameter_is_exact_over_n_squared(tmp_path):
+    """With |D| >= every layer, Eq. 25 (RMS reading) = exact RMS / N^d: checks the wiring."""
+    cfg = _a1.from_dict(tiny(model={"widths": [4], "depths": [1], "activations": ["erf"]},
+                             seeds=1, correlations={"params_per_layer": 10**6}, training={"seeds": 0}))
+    rec = _a1.run(_a1.expand(cfg)[0])
+    n = rec["n_params"]
+    assert rec["metrics"]["c2_paper"] == pytest.approx(rec["metrics"]["c2_exact"] / n**2, rel=1e-4)
+    assert rec["metrics"]["c3_paper"] == pytest.approx(rec["metrics"]["c3_exact"] / n**3, rel=1e-4)
+    assert rec["config"]["training"] is None and "c_test" not in rec["metrics"]
+
+
+def test_rerun_skips_finished_runs(swept):
+    cfg, out, _, _ = swept
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")}
+    calls = []
+    summary = _a1_report.run_a1(cfg, out, runner=PerRun(lambda c, device: calls.append(c)))
+    assert (summary.ran, summary.skipped) == (0, summary.total) and calls == []
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").glob("*.json")} == before
+
+
+def test_failed_runs_recorded_and_retried_on_request(tmp_path):
+    cfg = _a1.from_dict(tiny(model={"widths": [4, 8]}, seeds=1, training={"seeds": 0}))
+
+    def flaky(c, device):
+        if c["model"]["width"] == 8:
+            raise RuntimeError("boom")
+        return {"status": "ok", "metrics": {}, "kind": "a1"}
+
+    s1 = _a1_report.run_a1(cfg, tmp_path, runner=PerRun(flaky))
+    assert s1.counts == {"ok": 4, "diverged": 0, "failed": 4, "claimed-elsewhere": 0}
+    failed = [r for r in RunStore(tmp_path).records() if r["status"] == "failed"]
+    assert all("RuntimeError: boom" in r["error"] for r in failed)
+    assert _a1_report.run_a1(cfg, tmp_path, runner=PerRun(flaky)).ran == 0
+    s3 = _a1_report.run_a1(cfg, tmp_path, runner=PerRun(lambda c, device: {"status": "ok"}),
+                           retry_failed=True)
+    assert s3.ran == 4 and s3.counts["ok"] == 4
+
+
+def test_report_has_exponents_verdicts_and_figures(swept):
+    _, out, _, _ = swept
+    summary = _a1_report.write_report(out, n_boot=200)
+    md = (out / "report.md").read_text()
+    assert "## digits: width exponents" in md and "## Verdicts (at the measured widths)" in md
+    assert "Random-tensor asymptotics of the diagonal entries" in md
+    assert len(summary["verdicts"]) == 4
+    for line in summary["verdicts"]:
+        assert line.startswith("digits, depth ")
+        assert "Thm 3.1 (Eq. 14)" in line or "not assessed" in line
+    for name in ("fig1_c2_digits", "fig3_c3_digits", "fig2_linearization_digits",
+                 "deviation_vs_step_digits"):
+        assert (out / "figures" / f"{name}.png").stat().st_size > 10_000
+        assert (out / "figures" / f"{name}.pdf").exists()
+    data = json.loads((out / "summary.json").read_text())
+    assert data["runs"]["ok"] == 24 and data["fits"]
+    fit = next(f for f in data["fits"] if f["quantity"] == "c2_exact" and f["depth"] == 2
+               and f["activation"] == "erf")
+    assert fit["ci_kind"] == "seeds" and fit["n_seeds"] == 2 and fit["n_widths"] == 3
+
+
+def test_fit_exponents_recovers_known_slopes():
+    pd = pytest.importorskip("pandas")
+    rows = []
+    gen = torch.Generator().manual_seed(0)
+    for w in (8, 16, 32, 64, 128):
+        for s in range(4):
+            noise = math.exp(0.05 * float(torch.randn(1, generator=gen)))
+            rows.append({"run_id": f"{w}-{s}", "status": "ok", "dataset": "x", "depth": 1,
+                         "activation": "erf", "width": w, "seed": s,
+                         "c2_exact": 3.0 * w**-1.0 * noise, "c3_exact": 0.0,
+                         "c_test": 0.1 * w**-0.5 * noise})
+    fits = _a1_report.fit_exponents(pd.DataFrame(rows), n_boot=500)
+    by = {r["quantity"]: r for _, r in fits.iterrows()}
+    assert by["c2_exact"]["ci_low"] <= -1.0 <= by["c2_exact"]["ci_high"]
+    assert by["c_test"]["slope"] == pytest.approx(-0.5, abs=0.05)
+    assert math.isnan(by["c3_exact"]["slope"]) and by["c3_exact"]["n_widths"] == 0
