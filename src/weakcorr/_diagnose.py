@@ -436,6 +436,10 @@ def diagnose(
     if not isinstance(n_inputs, int) or n_inputs < 2 or n_inputs > len(data.X_train):
         raise ValueError(f"`n_inputs` must be in 2..{len(data.X_train)} (the training set), "
                          f"got {n_inputs!r}")
+    if batch_size is not None and not (isinstance(batch_size, int) and
+                                       1 <= batch_size <= len(data.X_train)):
+        raise ValueError(f"`batch_size` must be None (full batch) or in 1..{len(data.X_train)} "
+                         f"(the training set), got {batch_size!r}")
     r_fn = _r_function(r)
     eval_every = eval_every or max(1, steps // 40)
     X = data.X_train[:n_inputs]

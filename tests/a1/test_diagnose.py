@@ -168,6 +168,7 @@ def test_make_model_of_width_only_is_seeded(digits):
     ({"steps": 1}, r"`steps` must be an integer >= 2, got 1"),
     ({"n_inputs": 100}, r"`n_inputs` must be in 2..16"),
     ({"r": "sqrt"}, r"`r` must be None, an exponent"),
+    ({"batch_size": 17}, r"`batch_size` must be None \(full batch\) or in 1..16"),
 ])
 def test_bad_arguments(digits, kwargs, match):
     args = {"widths": [4, 8, 16], "lr": 0.1, "steps": 4, "seeds": 5, **kwargs}
