@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import time
 
 import torch
@@ -46,10 +45,11 @@ from torch import Tensor, nn
 import weakcorr.correlations as C
 import weakcorr.functional as F
 from weakcorr import _correlations
+from weakcorr._memory import peak_rss_bytes
 
 
 def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # Linux: KiB
+    return peak_rss_bytes() / 1e9
 
 
 def _model(width: int, seed: int) -> nn.Module:

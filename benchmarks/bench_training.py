@@ -6,8 +6,8 @@ for each NTK implementation the time and the peak memory (targets: "structured" 
 <= 0.2 s, "vp" <= 16 s and <= 2 GB).
 
 Peak memory: tracemalloc does not see torch's allocations, so each NTK measurement runs in
-its own subprocess, which reports ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (the
-process's peak resident set) before the call (model, inputs and a 4-row warm-up already
+its own subprocess, which reports its peak resident set (``VmHWM``: ``ru_maxrss`` would
+include the parent's peak, which Linux carries across fork + exec) before the call (model, inputs and a 4-row warm-up already
 done) and after it; the difference is the call's extra peak, the after value the whole
 process's peak.
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ import time
 import torch
 
 from weakcorr import data, models, train
-from weakcorr._memory import tune_malloc
+from weakcorr._memory import peak_rss_bytes, tune_malloc
 from weakcorr.ntk import empirical_ntk
 from weakcorr.train import paired_sgd
 
@@ -125,15 +124,15 @@ def _torch_optim_step(model: torch.nn.Module, ds: object, steps: int) -> float:
 
 
 def ntk_one(impl: str, width: int, max_memory_gb: float) -> None:
-    """One measurement (run in its own process): print time and ru_maxrss before/after."""
+    """One measurement (run in its own process): print time and peak RSS before/after."""
     model = models.mlp(784, [width, width], 10, activation="gelu", seed=0)
     x = data.load("mnist5k", n_train=128, n_test=1, seed=0).X_train[:128]
     empirical_ntk(model, x[:4], implementation=impl)  # warm-up (first-call costs)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = peak_rss_bytes()
     t0 = time.perf_counter()
     k = empirical_ntk(model, x, implementation=impl, max_memory_gb=max_memory_gb)
     seconds = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = peak_rss_bytes()
     print(json.dumps({"impl": impl, "width": width, "seconds": seconds, "shape": list(k.shape),
                       "rss_before": before, "rss_peak": after}))
 

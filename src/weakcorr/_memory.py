@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
-__all__ = ["GIB", "balanced_chunks", "check_memory_budget", "chunk_size_for"]
+__all__ = ["GIB", "balanced_chunks", "check_memory_budget", "chunk_size_for", "peak_rss_bytes"]
 
 GIB = 1024**3
 
@@ -117,3 +117,26 @@ def tune_malloc() -> bool:
     m_trim_threshold, m_mmap_max = -1, -4
     ok = mallopt(m_mmap_max, 0) == 1
     return bool(mallopt(m_trim_threshold, 2**30) == 1 and ok)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size in bytes (Linux: ``VmHWM``).
+
+    ``VmHWM`` in ``/proc/self/status`` belongs to the current address space, which
+    ``exec`` replaces.  ``getrusage(RUSAGE_SELF).ru_maxrss`` does not: Linux carries the
+    parent's high-water mark across fork + exec, so a subprocess started by a 1.3 GB
+    pytest process reports >= 1.3 GB before allocating anything.  Falls back to
+    ``ru_maxrss`` (KiB on Linux, bytes on macOS) where ``/proc`` is missing.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)

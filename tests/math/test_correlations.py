@@ -508,18 +508,19 @@ def test_mlp_method_rejects_other_modules(X):
 # --- memory budget (slow) ----------------------------------------------------------------------
 
 _MEMORY_SCRIPT = """
-import resource, torch
+import torch
 from torch import nn
 import weakcorr.correlations as C, weakcorr.functional as F
+from weakcorr._memory import peak_rss_bytes
 torch.manual_seed(0)
 model = nn.Sequential(nn.Linear(784, 1024), nn.GELU(), nn.Linear(1024, 1024), nn.GELU(),
                       nn.Linear(1024, 10))
 fm = F.functional(model)
 X = torch.rand(160, 784, generator=torch.Generator().manual_seed(0))
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak_rss_bytes()
 out = C.diagonal(fm, X, orders=(2, 3), lr=1.0, max_memory_gb={budget}, method="generic")
 assert out[2].shape == (160, 10) and bool(torch.isfinite(out[3]).all())
-print(base * 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print(base, peak_rss_bytes())
 """
 
 
@@ -536,3 +537,24 @@ def test_generic_diagonal_at_width_1024_stays_within_the_memory_budget(budget):
     base, peak = (int(v) for v in out.stdout.split())
     assert peak < budget * 1024**3
     assert peak - base < budget * 1024**3
+
+
+def test_peak_rss_bytes_counts_own_allocations_not_the_parents_peak():
+    """A child started by a process that touched 300 MB must not inherit that peak (ru_maxrss
+    does on Linux, which made the memory-budget test fail inside a large pytest process);
+    touching 200 MB in the child must raise it by about that much."""
+    import subprocess
+    import sys
+
+    from weakcorr._memory import peak_rss_bytes
+
+    ballast = torch.ones(300 * 2**20 // 8, dtype=torch.float64)  # 300 MB, touched
+    script = ("import torch\nfrom weakcorr._memory import peak_rss_bytes\n"
+              "a = peak_rss_bytes(); x = torch.ones(200 * 2**20 // 8, dtype=torch.float64)\n"
+              "print(a, peak_rss_bytes())")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    before, after = (int(v) for v in out.stdout.split())
+    assert peak_rss_bytes() >= ballast.numel() * 8
+    if sys.platform.startswith("linux"):
+        assert before < peak_rss_bytes() - 250 * 2**20  # not the parent's peak
+    assert after - before >= 190 * 2**20
