@@ -8,6 +8,7 @@ pyplot (no GUI backend, no global state).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import pathlib
@@ -48,8 +49,16 @@ def save_figure(fig: Figure, save_to: str | os.PathLike[str], *, tight: bool = T
     base.parent.mkdir(parents=True, exist_ok=True)
     paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
     bbox = "tight" if tight else None
-    fig.savefig(paths[0], dpi=150, bbox_inches=bbox)
-    fig.savefig(paths[1], bbox_inches=bbox)
+    for path, dpi in zip(paths, (150, "figure"), strict=True):
+        # Atomic: a crash or Ctrl-C while saving leaves the old file or none, never half a PDF.
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fig.savefig(tmp, format=path.suffix[1:], dpi=dpi, bbox_inches=bbox)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
     return paths
 
 

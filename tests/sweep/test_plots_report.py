@@ -26,6 +26,32 @@ def sweep_dir(tmp_path_factory):
     return tmp_path / "s"
 
 
+def test_save_figure_is_atomic(tmp_path, monkeypatch):
+    """An interrupted save leaves the previous figure intact and no temp file behind."""
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    fig.add_subplot().plot([1, 2], [1, 4])
+    png, pdf = plots.save_figure(fig, tmp_path / "f")
+    old = pdf.read_bytes()
+    assert png.read_bytes().startswith(b"\x89PNG") and old.startswith(b"%PDF")
+
+    real = Figure.savefig
+
+    def crash_on_pdf(self, fname, **kw):
+        if kw.get("format") == "pdf":
+            with open(fname, "wb") as fh:
+                fh.write(b"%PDF half")
+            raise KeyboardInterrupt
+        return real(self, fname, **kw)
+
+    monkeypatch.setattr(Figure, "savefig", crash_on_pdf)
+    with pytest.raises(KeyboardInterrupt):
+        plots.save_figure(fig, tmp_path / "f")
+    assert pdf.read_bytes() == old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.pdf", "f.png"]
+
+
 def test_width_scaling_figure(sweep_dir, tmp_path):
     df = analysis.load_table(sweep_dir)
     fig = plots.plot_width_scaling(df, save_to=tmp_path / "fig" / "w")
