@@ -197,7 +197,8 @@ def fit_exponents(table: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> 
 
     Returns:
         One row per (dataset, depth, activation, quantity): ``slope, ci_low, ci_high, ci_kind,
-        n_widths, n_seeds``.
+        n_widths, n_seeds, all_zero`` (``all_zero``: every finite value is exactly 0, shown
+        as "≡ 0" in the report).
     """
     rows = []
     ok = table[table["status"].isin(["ok", "diverged"])]
@@ -207,10 +208,12 @@ def fit_exponents(table: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> 
                 continue
             g = grp if not col.startswith("c_t") else grp[grp["status"] == "ok"]
             g = g.assign(status="ok", y=pd.to_numeric(g[col], errors="coerce"))
-            g = g[np.isfinite(g["y"]) & (g["y"] > 0)]
+            finite = g[np.isfinite(g["y"])]
+            g = finite[finite["y"] > 0]
             row = dict(zip(_KEYS, key), quantity=col, slope=math.nan, ci_low=math.nan,
                        ci_high=math.nan, ci_kind="", n_widths=int(g["width"].nunique()),
-                       n_seeds=int(g["seed"].nunique()))
+                       n_seeds=int(g["seed"].nunique()),
+                       all_zero=bool(len(finite) and (finite["y"] == 0).all()))
             if row["n_widths"] >= 2:
                 fit = fit_power_law(g, y="y", by=None, n_boot=n_boot, seed=seed).iloc[0]
                 row.update(slope=float(fit["slope"]), ci_low=float(fit["ci_low"]),
@@ -304,6 +307,8 @@ def _f(v: Any, digits: int = 2) -> str:
 
 
 def _slope_cell(r: Mapping[str, Any] | None) -> str:
+    if r is not None and r.get("all_zero"):
+        return "≡ 0"
     if r is None or not math.isfinite(r["slope"]):
         return "–"
     ci = (f" [{_f(r['ci_low'])}, {_f(r['ci_high'])}]" if math.isfinite(r["ci_low"]) else "")

@@ -13,7 +13,7 @@ def test_presets_load_and_paper_values():
     cfg = _a1.load_config("paper-a1")
     assert cfg.model.widths == (8, 16, 32, 64, 128, 256, 512, 1024)
     assert cfg.model.depths == (1, 2, 3)
-    assert cfg.model.activations == ("relu", "erf", "sigmoid")
+    assert cfg.model.activations == ("relu", "erf", "sigmoid", "gelu")
     assert (cfg.model.parameterization, cfg.model.sigma_w, cfg.model.sigma_b) == ("ntk", 1.0, 0.05)
     assert (cfg.data.n_train, cfg.data.n_test, cfg.training.lr, cfg.training.steps) == (
         160, 32, 1.0, 1000)

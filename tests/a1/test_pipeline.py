@@ -123,6 +123,7 @@ def test_report_has_exponents_verdicts_and_figures(swept):
         assert (out / "figures" / f"{name}.pdf").exists()
     data = json.loads((out / "summary.json").read_text())
     assert data["runs"]["ok"] == 24 and data["fits"]
+    assert "| 1 | relu |" in md and "≡ 0" in md.split("| 1 | relu |")[1].split("\n")[0]
     fit = next(f for f in data["fits"] if f["quantity"] == "c2_exact" and f["depth"] == 2
                and f["activation"] == "erf")
     assert fit["ci_kind"] == "seeds" and fit["n_seeds"] == 2 and fit["n_widths"] == 3
@@ -144,3 +145,4 @@ def test_fit_exponents_recovers_known_slopes():
     assert by["c2_exact"]["ci_low"] <= -1.0 <= by["c2_exact"]["ci_high"]
     assert by["c_test"]["slope"] == pytest.approx(-0.5, abs=0.05)
     assert math.isnan(by["c3_exact"]["slope"]) and by["c3_exact"]["n_widths"] == 0
+    assert by["c3_exact"]["all_zero"] and not by["c2_exact"]["all_zero"]
