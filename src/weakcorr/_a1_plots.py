@@ -42,7 +42,7 @@ def _positive(df: pd.DataFrame, col: str) -> pd.DataFrame:
 
 def _grid(df: pd.DataFrame, height: float = 2.3):
     depths = sorted(df["depth"].dropna().unique().tolist()) or [None]
-    acts = list(dict.fromkeys(df["activation"].dropna().tolist())) or [None]
+    acts = sorted(df["activation"].dropna().unique().tolist()) or [None]
     fig = Figure(figsize=(3.2 * len(acts) + 0.8, height * len(depths) + 1.0),
                  layout="constrained")
     axes = fig.subplots(len(depths), len(acts), squeeze=False)
@@ -193,7 +193,7 @@ def plot_deviation_curves(curves: pd.DataFrame, *, panels: Sequence[str] = ("dep
     df = _positive(curves, "deviation")
     if panels:
         rows = sorted(df[panels[0]].dropna().unique().tolist()) or [None]
-        cols = list(dict.fromkeys(df[panels[1]].dropna().tolist())) or [None]
+        cols = sorted(df[panels[1]].dropna().unique().tolist()) or [None]  # as in _grid
     else:
         rows, cols = [None], [None]
     fig = Figure(figsize=(3.2 * len(cols) + 0.8, 2.4 * len(rows) + 1.0), layout="constrained")

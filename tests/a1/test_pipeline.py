@@ -146,3 +146,19 @@ def test_fit_exponents_recovers_known_slopes():
     assert by["c_test"]["slope"] == pytest.approx(-0.5, abs=0.05)
     assert math.isnan(by["c3_exact"]["slope"]) and by["c3_exact"]["n_widths"] == 0
     assert by["c3_exact"]["all_zero"] and not by["c2_exact"]["all_zero"]
+
+
+def test_figure_grids_share_one_panel_order(swept):
+    """Fig. 1 and the deviation figure put the same (depth, activation) in the same panel."""
+    _, out, _, _ = swept
+    from weakcorr import _a1_plots
+
+    def titles(fig):
+        return [" ".join(ax.get_title().split()[:3]) for ax in fig.axes if ax.get_title()]
+
+    table = _a1_report.load_table(out)
+    curves = _a1_report.load_curves(out)
+    fig1 = _a1_plots.plot_correlations_vs_width(table, order="c2", dataset="digits")
+    dev = _a1_plots.plot_deviation_curves(curves)
+    assert titles(dev) and titles(fig1) == titles(dev)
+    assert titles(dev)[:2] == ["erf, 1 hidden", "relu, 1 hidden"]
