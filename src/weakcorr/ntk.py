@@ -4,7 +4,8 @@ Three exact implementations that agree to float64 precision:
 
 * ``"jacobian"`` — per-example Jacobian rows (one vjp per output), contracted in chunks;
 * ``"vp"`` — NTK-vector products: gradient rows of ``x2`` pushed through one vmapped
-  forward-mode pass at ``x1`` (the Jacobian of ``x1`` is never formed);
+  forward-mode pass at ``x1`` (the Jacobian of ``x1`` is never formed), at most
+  ``_ntk.VP_MAX_TANGENTS`` (48) rows per pass whatever the budget: larger passes are slower;
 * ``"structured"`` — for networks of affine layers and elementwise activations
   (``weakcorr.models.MLP`` of any parameterization, ``nn.Sequential`` of ``nn.Linear`` and
   activation modules, with or without bias): the weight block of layer k is the input Gram

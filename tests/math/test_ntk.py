@@ -138,6 +138,25 @@ def test_chunking_changes_nothing(impl, opts, two_inputs, gen):
     torch.testing.assert_close(chunked, whole, rtol=RTOL, atol=ATOL)
 
 
+@pytest.mark.parametrize("diagonal", [False, True], ids=["full", "diagonal"])
+def test_vp_pushes_at_most_vp_max_tangents_per_chunk(diagonal, gen, monkeypatch):
+    """Large budgets must not mean huge vmapped jvps (slower, and 2 GB at width 1024)."""
+    from weakcorr import _ntk
+
+    seen = []
+    real = _ntk.balanced_chunks
+    monkeypatch.setattr(_ntk, "balanced_chunks", lambda n, c: seen.append(c) or real(n, c))
+    monkeypatch.setattr(_ntk, "VP_MAX_TANGENTS", 6)
+    fm = F.functional(MODELS["seq-bias"]())
+    x = torch.randn(9, 4, generator=gen, dtype=torch.float64)
+    ref = empirical_ntk(fm, x, implementation="jacobian", diagonal_inputs=diagonal)
+    seen.clear()
+    got = empirical_ntk(fm, x, implementation="vp", max_memory_gb=64, diagonal_inputs=diagonal)
+    torch.testing.assert_close(got, ref, rtol=RTOL, atol=ATOL)
+    d_y = fm.output_dim
+    assert seen == [max(1, 6 // d_y)] and 9 // seen[0] >= 2  # several chunks, each capped
+
+
 def test_symmetric_gram_blocks_are_exact(gen):
     """Inputs large enough for the blocked symmetric Gram (>= 512 rows of the δ matrix)."""
     fm = F.functional(nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 8)).double())
