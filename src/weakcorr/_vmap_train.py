@@ -18,11 +18,12 @@ supported; :func:`supports` says whether a list of models is, and callers fall b
 ``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
 ``eval_every``, ``progress``, ``linearized=False``.
 
-Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 250 steps, 1 thread,
-a shared 2-core machine): 1.7-2.0× at width 64, 1.5-2.0× at 128 and 1.3-1.4× at 256 over
-``paired_sgd`` one seed after another (whose MLP path is fused too). At width 256 both run near
-the core's matmul throughput and the step is dominated by the 784-wide input layer's products
-(x·[W; ΔW]ᵀ and both weight gradients), which batching cannot remove.
+Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 100 steps, an idle
+2-core machine) over ``paired_sgd`` one seed after another (whose MLP path is fused too):
+2.69×, 2.63× and 1.78× at widths 64, 128, 256 with 2 threads; 1.79×, 1.53×, 1.40× with 1.
+At width 256 the batched matmuls are ~73 % of the time (torch.profiler) and the step is
+dominated by the 784-wide input layer's products (x·[W; ΔW]ᵀ and both weight gradients),
+which batching cannot remove.
 """
 
 from __future__ import annotations
