@@ -16,7 +16,7 @@ from .sweep import add_sweep_arguments, execute, summary_line
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="a small App. A.2 sweep on bundled MNIST-5k plus its report (about 2 min on CPU)",
+        help="a small App. A.2 sweep on bundled MNIST-5k plus its report (about 25 s on 2 CPU cores)",
         description="Run the `demo` preset (linearization error vs width for three lr "
         "exponents on MNIST-5k), then write its report and Fig. 4-style figure.",
     )
