@@ -78,6 +78,12 @@ class RunResult:
     non-finite or 1e6 times its first value; logs stop there); ``"failed"`` is recorded by
     callers that catch an exception (``error`` holds it), e.g. :mod:`weakcorr.experiments`.
     ``versions``: ``{"weakcorr", "torch", "python"}``.
+
+    ``params`` (only with ``paired_sgd(..., return_params=True)``; never serialised): the
+    trained parameters, ``{"theta": θ, "theta_lin": θ0 + Δ}`` (``theta_lin`` is ``None`` with
+    ``linearized=False``), dicts name → detached tensor. ``fm(params["theta"], x)`` is the
+    trained network and ``weakcorr.linearize.linearize(fm)(params["theta_lin"], x)`` the
+    trained linearization, at any input ``x``.
     """
 
     config: dict[str, Any]
@@ -92,10 +98,14 @@ class RunResult:
     device: str = "cpu"
     dtype: str = "float32"
     schema_version: int = SCHEMA_VERSION
+    params: dict[str, dict[str, Tensor] | None] | None = dataclasses.field(
+        default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-safe dict of every field (non-finite floats become ``None``)."""
-        return _json_safe(dataclasses.asdict(self))
+        """A JSON-safe dict of every field but ``params`` (non-finite floats become ``None``)."""
+        d = dataclasses.asdict(dataclasses.replace(self, params=None))
+        del d["params"]
+        return _json_safe(d)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
@@ -104,7 +114,7 @@ class RunResult:
         Raises:
             ValueError: unknown or missing fields, or another ``schema_version``.
         """
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} - {"params"}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown RunResult fields {unknown}; valid fields: {sorted(names)}.")
@@ -146,6 +156,7 @@ def paired_sgd(
     full_batch: bool = False,
     eval_every: int | None = None,
     extra_config: Mapping[str, Any] | None = None,
+    return_params: bool = False,
 ) -> RunResult:
     """Train a network and its linearization side by side (the A.2 protocol).
 
@@ -171,6 +182,8 @@ def paired_sgd(
         full_batch: every step uses the whole training set (``batch_size`` ignored).
         eval_every: also log ``mse_test`` (Eq. 30 on the test set) every this many steps.
         extra_config: merged into ``RunResult.config`` (e.g. the sweep's width and α).
+        return_params: keep the trained θ and θ0 + Δ in ``RunResult.params`` (in memory
+            only), to evaluate both trained models at new inputs.
 
     Returns:
         A :class:`RunResult`; divergence (a non-finite loss or one 1e6 times its first
@@ -284,6 +297,12 @@ def paired_sgd(
 
     result.metrics = _final_metrics(fm, theta, theta0, delta, linearized, loss_kind, data,
                                     x_tr, y_tr, x_te, y_te)
+    if return_params:
+        with torch.no_grad():
+            result.params = {
+                "theta": {k: v.detach().clone() for k, v in theta.items()},
+                "theta_lin": {k: theta0[k] + d for k, d in delta.items()} if linearized else None,
+            }
     result.wall_time_s = time.perf_counter() - start
     return result
 

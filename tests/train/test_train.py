@@ -479,3 +479,32 @@ def test_loss_gradient_matches_autograd_for_soft_targets():
     for loss in train.Loss:
         (ref,) = torch.autograd.grad(train._loss_value(loss, out, y), out)
         torch.testing.assert_close(train._loss_grad(loss, out.detach(), y), ref, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", list(MODELS), ids=list(MODELS))
+def test_return_params_gives_both_trained_models(name):
+    """θ and θ0 + Δ come back: evaluated at the test inputs they reproduce the final metrics
+    (Eq. 30 and both test losses), f_lin's matches Eq. 8, and nothing of it is serialised."""
+    from weakcorr.linearize import linearize
+
+    torch.manual_seed(0)
+    model, data = MODELS[name](), toy_data(seed=4)
+    steps, bs, lr = 30, 8, 0.4
+    res = paired_sgd(model, data, lr=lr, steps=steps, batch_size=bs, seed=3, return_params=True)
+    fm = F.functional(model)
+    f_te = fm(res.params["theta"], data.X_test)
+    lin_te = linearize(fm)(res.params["theta_lin"], data.X_test)
+    m = res.metrics
+    assert ((f_te - lin_te) ** 2).sum(-1).mean().item() == pytest.approx(m["mse_test"], rel=1e-9)
+    mse = torch.nn.functional.mse_loss
+    assert mse(f_te, data.Y_test).item() == pytest.approx(m["loss_f_test"], rel=1e-9)
+    assert mse(lin_te, data.Y_test).item() == pytest.approx(m["loss_lin_test"], rel=1e-9)
+    order = train._batch_order(len(data.X_train), bs, steps, 3, "cpu")
+    want = kernel_dynamics(fm, [(data.X_train[i], data.Y_train[i]) for i in order],
+                           data.X_test, lr=lr)
+    torch.testing.assert_close(lin_te, want, rtol=1e-9, atol=1e-12)
+    assert "params" not in res.to_dict() and RunResult.from_json(res.to_json()) == res
+    assert paired_sgd(model, data, lr=lr, steps=2, batch_size=bs, seed=3).params is None
+    plain = paired_sgd(model, data, lr=lr, steps=2, batch_size=bs, seed=3, linearized=False,
+                       return_params=True)
+    assert plain.params["theta_lin"] is None and set(plain.params["theta"]) == set(fm.params)
