@@ -150,14 +150,14 @@ def _compose(derivs: list[Tensor], z: list[Tensor | None], order: int) -> list[T
                 for j in range(m - 1, k):
                     a, b = power[j], z[k - j]
                     if a is not None and b is not None:
-                        acc = a * b if acc is None else acc + a * b
+                        acc = a * b if acc is None else torch.addcmul(acc, a, b)
                 new[k] = acc
             power = new
         coef = derivs[m] / math.factorial(m)
         for k in range(m, order + 1):
             if power[k] is not None:
-                term = coef * power[k]
-                out[k] = term if out[k] is None else out[k] + term
+                out[k] = (coef * power[k] if out[k] is None
+                          else torch.addcmul(out[k], coef, power[k]))
     return out
 
 
@@ -222,7 +222,7 @@ def diagonal_raw(
             if j == 0:
                 break
             if isinstance(s, Affine):
-                grad = s.weight_mult * (grad @ params[s.weight])
+                grad = _scaled(grad @ params[s.weight], s.weight_mult)
             else:
                 grad = grad * derivs[j][1][sl].unsqueeze(1)
         # forward power series along g = ∇f_i(x): coefficients 1..K of each step's input
@@ -260,6 +260,11 @@ def _sampled_entries(steps: list[Step], mask: Mapping[str, Tensor]) -> list[Entr
     return out
 
 
+def _scaled(t: Tensor, c: float) -> Tensor:
+    """``c · t`` in place (``t`` is a fresh product); no pass over memory when c = 1."""
+    return t if c == 1.0 else t.mul_(c)
+
+
 def _scatter(values: Tensor, index: Tensor, width: int) -> Tensor:
     out = values.new_zeros(*values.shape[:-1], width)
     return out.index_add_(-1, index, values)
@@ -278,18 +283,17 @@ def _affine_series(
         stacked = torch.stack(
             [torch.broadcast_to(coeffs[k], coeffs[present[0]].shape) for k in present]
         )
-        products = (s.weight_mult * stacked) @ W.T
+        products = _scaled(stacked @ W.T, s.weight_mult)
         linear = dict(zip(present, products))
     new: list[Tensor | None] = [None] * (K + 1)
     for k in range(1, K + 1):
         acc = linear.get(k)
         prev = a0 if k == 1 else coeffs[k - 1]
         if prev is not None and entries is None:
-            dot = s.weight_mult**2 * (a0 * prev).sum(dim=-1, keepdim=True)
+            dot = s.weight_mult**2 * (prev @ a0.transpose(-1, -2))  # a0·a^{(k-1)}, [.., 1]
             if k == 1 and s.bias is not None:
                 dot = dot + s.bias_mult**2
-            term = delta * dot
-            acc = term if acc is None else acc + term
+            acc = delta * dot if acc is None else torch.addcmul(acc, delta, dot)
         elif prev is not None:
             rows, cols, bias = entries
             width = W.shape[0]
