@@ -17,6 +17,7 @@ import time
 import torch
 
 from weakcorr import _vmap_train, data, models, train
+from weakcorr._memory import tune_malloc
 
 
 def main() -> None:
@@ -26,14 +27,21 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--malloc-tuning", action="store_true",
+                    help="tune glibc malloc as the CLI does. Off by default: with it, the "
+                         "sequential runs that follow a batched run in this process slowed "
+                         "from 4.6 s to 6.0-6.2 s at width 256 (heap state), which inflates "
+                         "the speed-up to 2.3-2.4x")
     args = ap.parse_args()
+    tuned = tune_malloc() if args.malloc_tuning else False
     if args.threads:
         torch.set_num_threads(args.threads)
     ds = data.load("mnist5k", n_train=4000, n_test=1000)
     kw = dict(lr=0.1, steps=args.steps, batch_size=128, log_every=10)
     seeds = list(range(args.seeds))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, K = {args.seeds} seeds, "
-          f"{args.steps} steps, batch 128, mnist5k 4000/1000")
+          f"{args.steps} steps, batch 128, mnist5k 4000/1000, malloc tuning "
+          f"{'on' if tuned else 'off'}")
     print(f"{'width':>6} {'sequential s':>13} {'together s':>11} {'speed-up':>9} "
           f"{'CPU-time ratio':>15} {'max rel diff mse_test':>22}")
 
