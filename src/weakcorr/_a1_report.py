@@ -23,7 +23,6 @@ import pandas as pd
 
 from . import _a1, _a1_plots, _diagnose
 from .analysis import fit_power_law
-from .asymptotics import fit_order
 from .results import RunStore, atomic_write_json, json_safe, run_id
 from .sweep import (
     InProcessExecutor, LocalPoolExecutor, PerRun, RunTask, SweepEvent, SweepSummary, execute_task,

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from weakcorr import analysis, config, plots, report, sweep
+from weakcorr import analysis, config, plots, sweep
 from weakcorr.cli import main
 
 from ._fake import CountingRunner
