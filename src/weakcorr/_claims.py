@@ -2,8 +2,10 @@
 
 :class:`ClaimingRunStore` is the :class:`weakcorr.results.RunStore` that
 :func:`weakcorr.sweep.run_sweep` uses by default. Before a run starts, its claim file
-``runs/<run_id>.claim`` is created with ``O_CREAT | O_EXCL`` (one creator wins, also on NFS v3+)
-and holds the claimer's host, pid, process start time, sweep token and start time. The result is
+``runs/<run_id>.claim`` is created by hard-linking a fully written pending file to it (``link``
+fails if the claim exists: one creator wins, also on NFS; ``O_CREAT | O_EXCL`` where hard links
+are unsupported) and holds the claimer's host, pid, process start time, sweep token and start
+time. The result is
 written by temp file and rename (:func:`weakcorr.results.atomic_write_json`), then the claim is
 removed. While a run is in flight a daemon thread touches its claim every ``stale_after_s / 4``
 seconds (a heartbeat).
@@ -54,6 +56,7 @@ __all__ = ["CLAIM_SUFFIX", "Claim", "ClaimingRunStore", "pid_alive"]
 CLAIM_SUFFIX = ".claim"
 _GRAVE_SUFFIX = ".stale"
 _MARKER_SUFFIX = ".takeover"
+_PENDING_SUFFIX = ".pending"  # a claim's content before it is linked into place
 #: A takeover marker this old was left by a retaker that died during its takeover.
 _MARKER_STALE_S = 60.0
 #: A claim file that cannot be parsed (its writer was killed between create and write) is
@@ -358,7 +361,8 @@ class ClaimingRunStore(RunStore):
                 removed += 1
         now = time.time()
         for junk in [*self.runs_dir.glob(f".*{_GRAVE_SUFFIX}"),
-                     *self.runs_dir.glob(f".*{_MARKER_SUFFIX}")]:
+                     *self.runs_dir.glob(f".*{_MARKER_SUFFIX}"),
+                     *self.runs_dir.glob(f".*{_PENDING_SUFFIX}")]:
             with contextlib.suppress(OSError):
                 if now - junk.stat().st_mtime > _MARKER_STALE_S:
                     junk.unlink()
@@ -368,13 +372,39 @@ class ClaimingRunStore(RunStore):
     # -- file operations
 
     def _create(self, path: pathlib.Path) -> bool:
+        """Create the claim file with its content in one step; False if it exists.
+
+        The content goes to a pending file that is then hard-linked to ``path`` (``link``
+        fails if ``path`` exists, like ``O_EXCL``), so a claim is never visible empty: a
+        process killed between an ``O_EXCL`` create and its write left an unreadable claim
+        that blocked the run for ``_UNREADABLE_GRACE_S``. Where hard links are not
+        supported, ``O_EXCL`` create and write.
+        """
+        pending = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PENDING_SUFFIX}")
+        try:
+            with open(pending, "w", encoding="utf-8") as fh:
+                fh.write(self._me().to_json())  # no fsync: an unreadable claim ages out
+            try:
+                os.link(pending, path)
+                return True
+            except FileExistsError:
+                return False
+            except OSError as err:  # file systems without hard links
+                if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise
+        finally:
+            with contextlib.suppress(OSError):
+                pending.unlink()
+        return self._create_exclusive(path)
+
+    def _create_exclusive(self, path: pathlib.Path) -> bool:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             return False
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self._me().to_json())  # no fsync: an unreadable claim ages out
+                fh.write(self._me().to_json())
         except BaseException:
             with contextlib.suppress(OSError):
                 path.unlink()

@@ -63,6 +63,48 @@ def test_claim_is_exclusive_reentrant_and_released_by_its_owner_only(tmp_path):
     assert not a.claim_path(RID).exists() and b.claim(RID)
 
 
+def test_a_claim_is_never_visible_without_its_content(tmp_path, monkeypatch):
+    """A sweep killed mid-claim must not leave an empty claim: in CI one did, and the resumed
+    sweep skipped that run as 'claimed elsewhere' for the 10 s grace of unreadable claims."""
+    store = ClaimingRunStore(tmp_path)
+    real_link = os.link
+    seen = []
+
+    def checking_link(src, dst):
+        assert not os.path.exists(dst)
+        seen.append(_claims.Claim.from_json(pathlib.Path(src).read_text()))
+        return real_link(src, dst)
+
+    monkeypatch.setattr(os, "link", checking_link)
+    assert store.claim(RID)
+    assert seen and seen[0] is not None and seen[0].sweep == store.sweep_token
+
+    def killed(src, dst):  # the process dies after writing the pending file, before linking
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "link", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.claim("fedcba9876543210")
+    monkeypatch.setattr(os, "link", real_link)
+    assert not store.claim_path("fedcba9876543210").exists()
+    assert not list(store.runs_dir.glob(".*.pending"))
+    assert ClaimingRunStore(tmp_path).claim("fedcba9876543210")  # free at once
+
+
+def test_claims_work_without_hard_links(tmp_path, monkeypatch):
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    a, b = ClaimingRunStore(tmp_path), ClaimingRunStore(tmp_path)
+    assert a.claim(RID) and not b.claim(RID)
+    assert json.loads(a.claim_path(RID).read_text())["sweep"] == a.sweep_token
+    a.release(RID)
+    assert b.claim(RID) and not list(a.runs_dir.glob(".*.pending"))
+
+
 def test_write_is_atomic_and_releases_the_claim_and_a_finished_run_is_not_claimed_again(tmp_path):
     a, b = ClaimingRunStore(tmp_path), ClaimingRunStore(tmp_path)
     assert a.claim(RID)
