@@ -56,7 +56,6 @@ __all__ = ["CLAIM_SUFFIX", "Claim", "ClaimingRunStore", "pid_alive"]
 CLAIM_SUFFIX = ".claim"
 _GRAVE_SUFFIX = ".stale"
 _MARKER_SUFFIX = ".takeover"
-_PENDING_SUFFIX = ".pending"  # a claim's content before it is linked into place
 #: A takeover marker this old was left by a retaker that died during its takeover.
 _MARKER_STALE_S = 60.0
 #: A claim file that cannot be parsed (its writer was killed between create and write) is
@@ -361,8 +360,7 @@ class ClaimingRunStore(RunStore):
                 removed += 1
         now = time.time()
         for junk in [*self.runs_dir.glob(f".*{_GRAVE_SUFFIX}"),
-                     *self.runs_dir.glob(f".*{_MARKER_SUFFIX}"),
-                     *self.runs_dir.glob(f".*{_PENDING_SUFFIX}")]:
+                     *self.runs_dir.glob(f".*{_MARKER_SUFFIX}")]:
             with contextlib.suppress(OSError):
                 if now - junk.stat().st_mtime > _MARKER_STALE_S:
                     junk.unlink()
@@ -380,7 +378,8 @@ class ClaimingRunStore(RunStore):
         that blocked the run for ``_UNREADABLE_GRACE_S``. Where hard links are not
         supported, ``O_EXCL`` create and write.
         """
-        pending = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_PENDING_SUFFIX}")
+        # Named like the record temp files (pid last), so remove_stale_temp clears a dead one.
+        pending = path.with_name(f".{path.name}.{uuid.uuid4().hex}.{os.getpid()}.tmp")
         try:
             with open(pending, "w", encoding="utf-8") as fh:
                 fh.write(self._me().to_json())  # no fsync: an unreadable claim ages out
@@ -389,6 +388,8 @@ class ClaimingRunStore(RunStore):
                 return True
             except FileExistsError:
                 return False
+            except FileNotFoundError:
+                pass  # our pending file was cleaned up by another host's sweep start
             except OSError as err:  # file systems without hard links
                 if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise

@@ -87,8 +87,13 @@ def test_a_claim_is_never_visible_without_its_content(tmp_path, monkeypatch):
         store.claim("fedcba9876543210")
     monkeypatch.setattr(os, "link", real_link)
     assert not store.claim_path("fedcba9876543210").exists()
-    assert not list(store.runs_dir.glob(".*.pending"))
+    assert not list(store.runs_dir.glob(".*.tmp"))
     assert ClaimingRunStore(tmp_path).claim("fedcba9876543210")  # free at once
+    # A pending file of a writer killed before its cleanup is removed at the next sweep start.
+    dead = store.runs_dir / f".{RID}.claim.{'0' * 32}.{_dead_pid()}.tmp"
+    dead.write_text("{}")
+    ClaimingRunStore(tmp_path).remove_stale_temp()
+    assert not dead.exists()
 
 
 def test_claims_work_without_hard_links(tmp_path, monkeypatch):
@@ -102,7 +107,7 @@ def test_claims_work_without_hard_links(tmp_path, monkeypatch):
     assert a.claim(RID) and not b.claim(RID)
     assert json.loads(a.claim_path(RID).read_text())["sweep"] == a.sweep_token
     a.release(RID)
-    assert b.claim(RID) and not list(a.runs_dir.glob(".*.pending"))
+    assert b.claim(RID) and not list(a.runs_dir.glob(".*.tmp"))
 
 
 def test_write_is_atomic_and_releases_the_claim_and_a_finished_run_is_not_claimed_again(tmp_path):
