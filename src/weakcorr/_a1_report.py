@@ -25,7 +25,7 @@ from . import _a1, _a1_plots, _diagnose
 from .analysis import fit_power_law
 from .results import RunStore, atomic_write_json, json_safe, run_id
 from .sweep import (
-    InProcessExecutor, LocalPoolExecutor, PerRun, RunTask, SweepEvent, SweepSummary, execute_task,
+    InProcessExecutor, LocalPoolExecutor, PerRun, RunTask, SweepEvent, SweepSummary, execute_all,
 )
 
 __all__ = ["QUANTITIES", "fit_exponents", "load_curves", "load_table", "run_a1", "write_report"]
@@ -99,22 +99,10 @@ def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int =
     own = executor is None
     executor = executor or (InProcessExecutor() if workers == 1 else LocalPoolExecutor(workers))
     start = time.perf_counter()
-    done = len(configs) - len(todo)
-    counts = {s: 0 for s in ("ok", "diverged", "failed", "claimed-elsewhere")}
-    if progress:
-        progress(SweepEvent(done, len(configs), done, None, 0.0))
-    try:
-        for outcomes in executor.map_unordered(execute_task, tasks):
-            for out in outcomes:
-                done += 1
-                counts[out.status] = counts.get(out.status, 0) + 1
-                if progress:
-                    progress(SweepEvent(done, len(configs), len(configs) - len(todo), out,
-                                        time.perf_counter() - start))
-    finally:
-        if own:
-            executor.shutdown()
-    return SweepSummary(str(out_dir), len(configs), len(configs) - len(todo), len(todo), counts,
+    skipped_runs = len(configs) - len(todo)
+    counts = execute_all(tasks, executor, total=len(configs), skipped=skipped_runs, start=start,
+                         progress=progress, shutdown=own)
+    return SweepSummary(str(out_dir), len(configs), skipped_runs, len(todo), counts,
                         time.perf_counter() - start)
 
 

@@ -43,7 +43,7 @@ from .results import FINISHED, RunStore, run_id
 __all__ = [
     "DaskExecutor", "DaskLocalExecutor", "Executor", "InProcessExecutor", "LocalPoolExecutor",
     "PerRun", "RunOutcome", "RunTask", "Runner", "SupervisedPoolExecutor", "SweepEvent",
-    "SweepPlan", "SweepSummary", "execute_task", "plan", "run_sweep",
+    "SweepPlan", "SweepSummary", "execute_all", "execute_task", "plan", "run_sweep",
 ]
 
 T = TypeVar("T")
@@ -364,23 +364,36 @@ def run_sweep(
     own_executor = executor is None
     if executor is None:
         executor = InProcessExecutor() if workers == 1 else SupervisedPoolExecutor(workers)
+    counts = execute_all(tasks, executor, total=the_plan.total, skipped=the_plan.skipped,
+                         start=start, progress=progress, shutdown=own_executor)
+    return SweepSummary(str(out_dir), the_plan.total, the_plan.skipped, len(the_plan.todo),
+                        counts, time.perf_counter() - start)
+
+
+def execute_all(tasks: Sequence[RunTask], executor: Any, *, total: int, skipped: int,
+                start: float, progress: Callable[[SweepEvent], None] | None = None,
+                shutdown: bool = False) -> dict[str, int]:
+    """Run ``tasks`` on ``executor``; return the outcome counts by status.
+
+    ``progress`` gets a :class:`SweepEvent` before the first run and after each one (``total``
+    runs in the sweep, ``skipped`` of them finished before, times from ``start``, a
+    ``time.perf_counter()`` value). ``shutdown``: shut the executor down at the end.
+    """
     counts = {s: 0 for s in ("ok", "diverged", "failed", "claimed-elsewhere")}
-    done = the_plan.skipped
+    done = skipped
     if progress:
-        progress(SweepEvent(done, the_plan.total, the_plan.skipped, None, 0.0))
+        progress(SweepEvent(done, total, skipped, None, 0.0))
     try:
         for outcomes in executor.map_unordered(execute_task, tasks):
             for out in outcomes:
                 done += 1
                 counts[out.status] = counts.get(out.status, 0) + 1
                 if progress:
-                    progress(SweepEvent(done, the_plan.total, the_plan.skipped, out,
-                                        time.perf_counter() - start))
+                    progress(SweepEvent(done, total, skipped, out, time.perf_counter() - start))
     finally:
-        if own_executor:
+        if shutdown:
             executor.shutdown()
-    return SweepSummary(str(out_dir), the_plan.total, the_plan.skipped, len(the_plan.todo),
-                        counts, time.perf_counter() - start)
+    return counts
 
 
 def finished(store: RunStore, rid: str) -> bool:
