@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -47,6 +48,27 @@ def _grid(df: pd.DataFrame, height: float = 2.3):
                  layout="constrained")
     axes = fig.subplots(len(depths), len(acts), squeeze=False)
     return fig, axes, depths, acts
+
+
+def _select(table: pd.DataFrame, statuses: Sequence[str], dataset: str | None
+            ) -> tuple[pd.DataFrame, str | None]:
+    """Rows of ``dataset`` (default: the first in the table) whose status is in ``statuses``."""
+    df = table[table["status"].isin(list(statuses))]
+    if dataset is None and len(df):
+        dataset = str(df["dataset"].iloc[0])
+    return (df[df["dataset"] == dataset] if dataset is not None else df), dataset
+
+
+def _panels(df: pd.DataFrame, axes, depths: Sequence, acts: Sequence):
+    """(row, column, axes, depth, activation, that panel's rows) for every panel of the grid."""
+    for i, depth in enumerate(depths):
+        for j, act in enumerate(acts):
+            rows = df[(df["depth"] == depth) & (df["activation"] == act)]
+            yield i, j, axes[i, j], depth, act, rows
+
+
+def _panel_title(act: Any, depth: Any) -> str:
+    return f"{act}, {depth} hidden layer{'s' if depth != 1 else ''}"
 
 
 def _loglog_series(ax, g: pd.DataFrame, x: str, y: str, color: str, ls: str, label: str) -> bool:
@@ -101,38 +123,32 @@ def plot_correlations_vs_width(table: pd.DataFrame, *, order: str = "c2",
     """
     if order not in _ORDER_LABEL:
         raise ValueError(f"`order` must be 'c2' or 'c3', got {order!r}")
-    df = table[table["status"].isin(["ok", "diverged"])]
-    if dataset is None and len(df):
-        dataset = str(df["dataset"].iloc[0])
-    df = df[df["dataset"] == dataset] if dataset is not None else df
+    df, dataset = _select(table, ("ok", "diverged"), dataset)
     fig, axes, depths, acts = _grid(df)
     widths = sorted(df["width"].dropna().astype(float).unique().tolist())
-    for i, depth in enumerate(depths):
-        for j, act in enumerate(acts):
-            ax = axes[i, j]
-            g = df[(df["depth"] == depth) & (df["activation"] == act)]
-            drawn = _loglog_series(ax, g, "width", f"{order}_exact", "tab:blue", "-",
-                                   "exact (Eq. 11)")
-            ax2 = ax.twinx()
-            if _loglog_series(ax2, g, "width", f"{order}_paper", "tab:orange", "--",
-                              "paper estimator (Eq. 25)"):
-                _log_y(ax2)
-            ax2.tick_params(which="both", labelsize=6, colors="tab:orange")
-            if not drawn:
-                ax.text(0.5, 0.5, "≡ 0 at every width", ha="center", fontsize=8,
-                        transform=ax.transAxes)
-            _finish(ax, widths, log_y=drawn)
-            ax.tick_params(axis="y", which="both", colors="tab:blue")
-            title = f"{act}, {depth} hidden layer{'s' if depth != 1 else ''}"
-            if slopes and (depth, act) in slopes:
-                title += f"\n{slopes[(depth, act)]}"
-            ax.set_title(title, fontsize=8)
-            if i == len(depths) - 1:
-                ax.set_xlabel("width $n$", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(f"exact {_ORDER_LABEL[order]}", fontsize=8, color="tab:blue")
-            if j == len(acts) - 1:
-                ax2.set_ylabel("paper estimator", fontsize=8, color="tab:orange")
+    for i, j, ax, depth, act, g in _panels(df, axes, depths, acts):
+        drawn = _loglog_series(ax, g, "width", f"{order}_exact", "tab:blue", "-",
+                               "exact (Eq. 11)")
+        ax2 = ax.twinx()
+        if _loglog_series(ax2, g, "width", f"{order}_paper", "tab:orange", "--",
+                          "paper estimator (Eq. 25)"):
+            _log_y(ax2)
+        ax2.tick_params(which="both", labelsize=6, colors="tab:orange")
+        if not drawn:
+            ax.text(0.5, 0.5, "≡ 0 at every width", ha="center", fontsize=8,
+                    transform=ax.transAxes)
+        _finish(ax, widths, log_y=drawn)
+        ax.tick_params(axis="y", which="both", colors="tab:blue")
+        title = _panel_title(act, depth)
+        if slopes and (depth, act) in slopes:
+            title += f"\n{slopes[(depth, act)]}"
+        ax.set_title(title, fontsize=8)
+        if i == len(depths) - 1:
+            ax.set_xlabel("width $n$", fontsize=8)
+        if j == 0:
+            ax.set_ylabel(f"exact {_ORDER_LABEL[order]}", fontsize=8, color="tab:blue")
+        if j == len(acts) - 1:
+            ax2.set_ylabel("paper estimator", fontsize=8, color="tab:orange")
     handles = [matplotlib.lines.Line2D([], [], color="tab:blue", marker="o", ms=3.5,
                                        label="exact, RMS over inputs and outputs (left axis)"),
                matplotlib.lines.Line2D([], [], color="tab:orange", ls="--", marker="o", ms=3.5,
@@ -148,24 +164,18 @@ def plot_correlations_vs_width(table: pd.DataFrame, *, order: str = "c2",
 def plot_linearization_vs_width(table: pd.DataFrame, *, dataset: str | None = None,
                                 save_to: str | os.PathLike[str] | None = None) -> Figure:
     """Fig. 2: C(f, f_lin) of Eq. 24 after training against width (test solid, train dashed)."""
-    df = table[table["status"] == "ok"]
-    if dataset is None and len(df):
-        dataset = str(df["dataset"].iloc[0])
-    df = df[df["dataset"] == dataset] if dataset is not None else df
+    df, dataset = _select(table, ("ok",), dataset)
     fig, axes, depths, acts = _grid(df)
     widths = sorted(df["width"].dropna().astype(float).unique().tolist())
-    for i, depth in enumerate(depths):
-        for j, act in enumerate(acts):
-            ax = axes[i, j]
-            g = df[(df["depth"] == depth) & (df["activation"] == act)]
-            drawn = _loglog_series(ax, g, "width", "c_test", "tab:red", "-", "test")
-            drawn |= _loglog_series(ax, g, "width", "c_train", "tab:purple", "--", "train")
-            _finish(ax, widths, log_y=drawn)
-            ax.set_title(f"{act}, {depth} hidden layer{'s' if depth != 1 else ''}", fontsize=8)
-            if i == len(depths) - 1:
-                ax.set_xlabel("width $n$", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(r"$C(f, f_{\mathrm{lin}})$ (Eq. 24)", fontsize=8)
+    for i, j, ax, depth, act, g in _panels(df, axes, depths, acts):
+        drawn = _loglog_series(ax, g, "width", "c_test", "tab:red", "-", "test")
+        drawn |= _loglog_series(ax, g, "width", "c_train", "tab:purple", "--", "train")
+        _finish(ax, widths, log_y=drawn)
+        ax.set_title(_panel_title(act, depth), fontsize=8)
+        if i == len(depths) - 1:
+            ax.set_xlabel("width $n$", fontsize=8)
+        if j == 0:
+            ax.set_ylabel(r"$C(f, f_{\mathrm{lin}})$ (Eq. 24)", fontsize=8)
     handles = [matplotlib.lines.Line2D([], [], color="tab:red", marker="o", ms=3.5,
                                        label="test (32 points)"),
                matplotlib.lines.Line2D([], [], color="tab:purple", ls="--", marker="o", ms=3.5,
@@ -218,7 +228,7 @@ def plot_deviation_curves(curves: pd.DataFrame, *, panels: Sequence[str] = ("dep
             ax.tick_params(labelsize=7)
             ax.grid(True, alpha=0.3)
             if panels:
-                ax.set_title(f"{cv}, {rv} hidden layer{'s' if rv != 1 else ''}", fontsize=8)
+                ax.set_title(_panel_title(cv, rv), fontsize=8)
             if i == len(rows) - 1:
                 ax.set_xlabel("step $s$", fontsize=8)
             if j == 0:
