@@ -213,11 +213,7 @@ class _PairedMLPs:
             hs.append(h)
             slopes.append(s)
         out = _layer(h, self.w[last], self.b[last], self.a[last], self.c[last])
-        # The tangent J(θ0)Δ along θ0's activations.
-        for i in range(1, self.n_layers):
-            h_dot = slopes0[i - 1] * z_dot
-            z_dot = _layer(hs0[i], self.dw[i], self.db[i], self.a[i], self.c[i])
-            z_dot = torch.baddbmm(z_dot, h_dot, self.w0[i].transpose(1, 2), alpha=self.a[i])
+        z_dot = self._tangent(z_dot, hs0, slopes0)
         if self.scale != 1.0:
             out, z_dot = self.scale * out, self.scale * z_dot
         f_lin = f0 + z_dot
@@ -225,6 +221,15 @@ class _PairedMLPs:
         loss_lin, r_lin = _loss_and_grad(kind, f_lin, yb)
         disc = ((out - f_lin) ** 2).sum(-1).mean(-1)
         return loss_f, loss_lin, disc, (xb, r, hs, slopes, r_lin, hs0, slopes0)
+
+    def _tangent(self, z_dot: Tensor, hs0: list[Tensor], slopes0: list[Tensor]) -> Tensor:
+        """J(θ0)Δ (before output_scale) from the first layer's tangent pre-activation, along
+        θ0's layer inputs ``hs0`` and slopes ``slopes0``."""
+        for i in range(1, self.n_layers):
+            h_dot = slopes0[i - 1] * z_dot
+            z_dot = _layer(hs0[i], self.dw[i], self.db[i], self.a[i], self.c[i])
+            z_dot = torch.baddbmm(z_dot, h_dot, self.w0[i].transpose(1, 2), alpha=self.a[i])
+        return z_dot
 
     @torch.no_grad()
     def update(self, ctx: tuple[Any, ...], lr: float) -> None:
@@ -284,11 +289,8 @@ class _PairedMLPs:
                 h = _act_and_slope(self.act, _layer(h, self.w[i], self.b[i], self.a[i],
                                                     self.c[i]))[0]
             out = _layer(h, self.w[-1], self.b[-1], self.a[-1], self.c[-1])
-            z_dot = _layer(xc, self.dw[0], self.db[0], self.a[0], self.c[0])
-            for i in range(1, self.n_layers):
-                h_dot = slopes0[i - 1] * z_dot
-                z_dot = _layer(hs0[i], self.dw[i], self.db[i], self.a[i], self.c[i])
-                z_dot = torch.baddbmm(z_dot, h_dot, self.w0[i].transpose(1, 2), alpha=self.a[i])
+            z_dot = self._tangent(_layer(xc, self.dw[0], self.db[0], self.a[0], self.c[0]),
+                                  hs0, slopes0)
             if self.scale != 1.0:
                 out, z_dot = self.scale * out, self.scale * z_dot
             f_parts.append(out)
