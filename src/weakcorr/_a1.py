@@ -36,11 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import yaml
 
 from . import __version__, data, models, train
 from . import correlations as C
-from .config import geometric_widths
+from .config import _read_yaml, geometric_widths
 from .functional import functional
 
 __all__ = [
@@ -295,18 +294,11 @@ def presets() -> list[str]:
     return list(_PRESETS)
 
 
-def _parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ValueError(f"{source} is not valid YAML: {err}".replace("\n", " ")) from None
-
-
 def _override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise ValueError(f"`--set` takes key=value (e.g. training.steps=50), got {item!r}")
-    value = _parse_yaml(text, f"the value in --set {item!r}")
+    value = _read_yaml(text, f"the value in --set {item!r}")
     keys = key.strip().split(".")
     if keys[0] not in _TOP:
         raise ValueError(f"unknown key `{keys[0]}` in --set {item!r}; valid keys: {', '.join(_TOP)}")
@@ -334,9 +326,9 @@ def load_config(source: str | pathlib.Path | Mapping[str, Any],
         raw: Any = dict(source)
     elif isinstance(source, str) and source in _PRESETS and not pathlib.Path(source).exists():
         text = (importlib.resources.files("weakcorr") / "presets" / f"{source}.yaml").read_text()
-        raw = _parse_yaml(text, f"preset {source!r}")
+        raw = _read_yaml(text, f"preset {source!r}")
     elif pathlib.Path(source).is_file():
-        raw = _parse_yaml(pathlib.Path(source).read_text(), str(source))
+        raw = _read_yaml(pathlib.Path(source).read_text(), str(source))
     else:
         raise FileNotFoundError(f"no config file {str(source)!r} and no A.1 preset of that name; "
                                 f"presets: {', '.join(_PRESETS)}")
