@@ -23,7 +23,7 @@ import pandas as pd
 
 from . import _a1, _a1_plots, _diagnose
 from .analysis import fit_power_law
-from .results import RunStore, atomic_write_json, json_safe, run_id
+from .results import RunStore, atomic_path, atomic_write_json, json_safe, run_id
 from .sweep import (
     InProcessExecutor, LocalPoolExecutor, PerRun, RunTask, SweepEvent, SweepSummary, execute_all,
 )
@@ -392,9 +392,8 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
               f"{r['activation']} n={r['width']} seed {r['seed']}: {r.get('error') or ''}"
               for _, r in problems.iterrows()] or ["None."]
     md = root / "report.md"
-    tmp = md.with_name(f".report.md.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    os.replace(tmp, md)
+    with atomic_path(md) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     summary = json_safe({
         "kind": "a1", "config": cfg, "runs": {"expected": expected, "present": len(table),
                                               **counts},

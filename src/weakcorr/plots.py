@@ -8,7 +8,6 @@ pyplot (no GUI backend, no global state).
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import pathlib
@@ -24,6 +23,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .analysis import fit_power_law  # noqa: E402
+from .results import atomic_path  # noqa: E402
 
 __all__ = ["plot_training_curves", "plot_width_scaling", "save_figure"]
 
@@ -50,15 +50,9 @@ def save_figure(fig: Figure, save_to: str | os.PathLike[str], *, tight: bool = T
     paths = [base.with_suffix(".png"), base.with_suffix(".pdf")]
     bbox = "tight" if tight else None
     for path, dpi in zip(paths, (150, "figure"), strict=True):
-        # Atomic: a crash or Ctrl-C while saving leaves the old file or none, never half a PDF.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        try:
+        # A crash or Ctrl-C while saving leaves the old file or none, never half a PDF.
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=path.suffix[1:], dpi=dpi, bbox_inches=bbox)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
     return paths
 
 

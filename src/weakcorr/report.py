@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from . import analysis, plots
-from .results import RunStore, atomic_write_json, json_safe
+from .results import RunStore, atomic_path, atomic_write_json, json_safe
 
 __all__ = ["Report", "write_report"]
 
@@ -160,9 +160,8 @@ def write_report(
               yaml.safe_dump(cfg, sort_keys=False).strip() if cfg else "# (no sweep.json)",
               "```", ""]
     md_path = root / "report.md"
-    tmp = md_path.with_name(f".report.md.{os.getpid()}.tmp")
-    tmp.write_text("\n".join(lines), encoding="utf-8")
-    os.replace(tmp, md_path)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
 
     summary = json_safe({
         "sweep": name,

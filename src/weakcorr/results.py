@@ -29,7 +29,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = [
-    "FINISHED", "RunStore", "atomic_write_json", "canonical_json", "json_safe", "read_json",
+    "FINISHED", "RunStore", "atomic_path", "atomic_write_json", "canonical_json", "json_safe",
+    "read_json",
     "run_id",
 ]
 
@@ -62,6 +63,33 @@ def run_id(config: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
+    """A temp path next to ``path`` to write to; renamed onto ``path`` when the block ends.
+
+    If the block raises (a crash, Ctrl-C), the temp file is removed and ``path`` keeps its
+    old content or stays absent: readers never see half a file. The temp name ends in
+    ``.<pid>.tmp``, so :meth:`RunStore.remove_stale_temp` recognises a dead writer's.
+
+    Example:
+        >>> import tempfile
+        >>> target = pathlib.Path(tempfile.mkdtemp()) / "report.md"
+        >>> with atomic_path(target) as tmp:
+        ...     _ = tmp.write_text("done")
+        >>> target.read_text()
+        'done'
+    """
+    path = pathlib.Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
     """Write ``obj`` as JSON to ``path`` atomically (temp file in the same dir, fsync, rename).
 
@@ -73,18 +101,11 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
         The path written.
     """
     path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     text = json.dumps(json_safe(obj), indent=1, sort_keys=True, allow_nan=False)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
     with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
         fd = os.open(path.parent, os.O_RDONLY)
         try:
