@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__, train
+from . import __version__, _train, train
 from .functional import functional
 
 __all__ = ["paired_sgd_seeds", "supports"]
@@ -70,43 +70,14 @@ def _layer(h: Tensor, w: Tensor, b: Tensor | None, a: float, c: float) -> Tensor
     return torch.baddbmm(b, h, w.transpose(1, 2), beta=c, alpha=a)
 
 
-_SQRT_HALF = math.sqrt(0.5)
-_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-
-
-def _gelu_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
-    cdf = torch.erf(z * _SQRT_HALF).add_(1.0).mul_(0.5)  # Φ(z)
-    pdf = torch.exp(z * z * -0.5).mul_(_INV_SQRT_2PI)
-    return z * cdf, cdf.addcmul_(z, pdf)  # z Φ(z), Φ(z) + z φ(z)
-
-
-def _tanh_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
-    h = torch.tanh(z)
-    return h, 1.0 - h * h
-
-
-def _sigmoid_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
-    h = torch.sigmoid(z)
-    return h, h * (1.0 - h)
-
-
-def _erf_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.erf(z), torch.exp(-(z * z)).mul_(_TWO_OVER_SQRT_PI)
-
-
-def _relu_and_slope(z: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.relu(z), (z > 0).to(z.dtype)
-
-
-# φ and φ' in closed form for weakcorr.models activations (by ``activation_name``).
-_CLOSED_FORM = {"gelu": _gelu_and_slope, "tanh": _tanh_and_slope, "sigmoid": _sigmoid_and_slope,
-                "erf": _erf_and_slope, "relu": _relu_and_slope}
+# θ0's activations on the training set are cached (computed once, gathered per batch) up to
+# this size in bytes; beyond it, θ0's forward pass is recomputed on every batch.
+CACHE_BYTES = 1.5e9
 
 
 def _act_and_slope(act: Any, z: Tensor) -> tuple[Tensor, Tensor]:
-    """φ(z) and φ'(z): closed forms for known activations, else one jvp of φ (as ``train``)."""
-    if act in _CLOSED_FORM.values():
+    """φ(z) and φ'(z): ``act`` is a closed form from ``_train._ACT_PAIRS``, else one jvp of φ."""
+    if act in _train._ACT_PAIRS.values():
         return act(z)
     return torch.func.jvp(act, (z,), (torch.ones_like(z),))
 
@@ -132,7 +103,8 @@ class _PairedMLPs:
     """
 
     def __init__(self, models: Sequence[nn.Module], x_train: Tensor, device: torch.device,
-                 dtype: torch.dtype, *, cache_bytes: float = 1.5e9) -> None:
+                 dtype: torch.dtype, *, cache_bytes: float | None = None) -> None:
+        cache_bytes = CACHE_BYTES if cache_bytes is None else cache_bytes
         first = models[0]
         lins = list(first.linears)
         self.n_layers = len(lins)
@@ -141,7 +113,7 @@ class _PairedMLPs:
         self.has_bias = [lin.bias is not None for lin in lins]
         self.scale = float(first.output_scale)
         name = getattr(first, "activation_name", None)
-        self.act = _CLOSED_FORM[name] if name in _CLOSED_FORM else first.act
+        self.act = _train._ACT_PAIRS.get(name, first.act)
         with torch.no_grad():
             def stack(get):
                 return torch.stack([get(m).detach() for m in models]).to(device, dtype)
@@ -151,7 +123,17 @@ class _PairedMLPs:
                        if self.has_bias[i] else None for i in range(self.n_layers)]
         k, n1 = self.w0[0].shape[0], self.w0[0].shape[1]
         self.n1 = n1
-        self.w1_pair = torch.cat([self.w0[0], torch.zeros_like(self.w0[0])], dim=1)
+        # Input features that are zero on every training example get zero gradient: their
+        # first-layer weights stay at θ0 (Δ at 0) exactly, so training leaves them out (132 of
+        # MNIST's 784 pixels: -17 % of the first layer's work). The full weights are
+        # reassembled for other inputs (:meth:`_first_layer_full`).
+        live = (x_train != 0).any(0)
+        n_fit = min(-(-int(live.sum()) // 16) * 16, len(live))  # rows of 64 bytes: 3x faster
+        live[(~live).nonzero().squeeze(1)[:n_fit - int(live.sum())]] = True  # weight updates
+        self.live = None if bool(live.all()) else live.nonzero().squeeze(1)
+        self.x_fit = x_train if self.live is None else x_train[:, self.live].contiguous()
+        self.w0_fit = self.w0[0] if self.live is None else self.w0[0][..., self.live].contiguous()
+        self.w1_pair = torch.cat([self.w0_fit, torch.zeros_like(self.w0_fit)], dim=1)
         self.b1_pair = (torch.cat([self.b0[0], torch.zeros_like(self.b0[0])], dim=2)
                         if self.has_bias[0] else None)
         self.w = [self.w1_pair[:, :n1]] + [w.clone() for w in self.w0[1:]]
@@ -160,24 +142,33 @@ class _PairedMLPs:
         self.db = [None if b is None else torch.zeros_like(b) for b in self.b0]
         if self.b1_pair is not None:
             self.b[0], self.db[0] = self.b1_pair[:, :, :n1], self.b1_pair[:, :, n1:]
-        self.x_train = x_train
         self.cache: tuple[list[Tensor], list[Tensor], Tensor] | None = None
         hidden = sum(w.shape[1] for w in self.w0[:-1])
         if 2 * k * len(x_train) * hidden * x_train.element_size() <= cache_bytes:
-            self.cache = self._theta0_pass(x_train.expand(k, *x_train.shape))
+            self.cache = self._theta0_pass(self.x_fit.expand(k, *self.x_fit.shape), self.w0_fit)
+
+    def _first_layer_full(self) -> tuple[Tensor, Tensor]:
+        """θ's and Δ's first-layer weights [K, n1, d_in] over all input features."""
+        if self.live is None:
+            return self.w[0], self.dw[0]
+        w, dw = self.w0[0].clone(), torch.zeros_like(self.w0[0])
+        w[..., self.live] = self.w[0]
+        dw[..., self.live] = self.dw[0]
+        return w, dw
 
     @torch.no_grad()
-    def _theta0_pass(self, x: Tensor, chunk: int = 1024) -> tuple[list[Tensor], list[Tensor],
-                                                                   Tensor]:
-        """θ0's layer inputs h0_i (i ≥ 1), slopes φ'(z0_i) and outputs f(θ0) on x [K, N, d]."""
+    def _theta0_pass(self, x: Tensor, w_first: Tensor, chunk: int = 1024
+                     ) -> tuple[list[Tensor], list[Tensor], Tensor]:
+        """θ0's layer inputs h0_i (i ≥ 1), slopes φ'(z0_i) and outputs f(θ0) on x [K, N, d],
+        with θ0's first-layer weights ``w_first`` over x's features."""
         hs: list[list[Tensor]] = [[] for _ in range(self.n_layers - 1)]
         sl: list[list[Tensor]] = [[] for _ in range(self.n_layers - 1)]
         outs = []
         for j in range(0, x.shape[1], chunk):
             h = x[:, j:j + chunk]
             for i in range(self.n_layers - 1):
-                h, s = _act_and_slope(self.act, _layer(h, self.w0[i], self.b0[i], self.a[i],
-                                                       self.c[i]))
+                w = w_first if i == 0 else self.w0[i]
+                h, s = _act_and_slope(self.act, _layer(h, w, self.b0[i], self.a[i], self.c[i]))
                 hs[i].append(h)
                 sl[i].append(s)
             outs.append(_layer(h, self.w0[-1], self.b0[-1], self.a[-1], self.c[-1]))
@@ -190,15 +181,21 @@ class _PairedMLPs:
                 ) -> tuple[Tensor, Tensor, Tensor, tuple[Any, ...]]:
         """Both models on batches ``idx`` [K, B]: the losses of f and f_lin and the batch
         discrepancy mean_b ‖f − f_lin‖² (each [K]), and what :meth:`update` needs."""
-        k = idx.shape[0]
-        xb = self.x_train[idx]
+        k, b = idx.shape
+        xb = self.x_fit.index_select(0, idx.reshape(-1)).view(k, b, -1)
         if self.cache is not None:
-            rows = torch.arange(k, device=idx.device).unsqueeze(1)
-            hs0 = [xb] + [h[rows, idx] for h in self.cache[0]]
-            slopes0 = [s[rows, idx] for s in self.cache[1]]
-            f0 = self.cache[2][rows, idx]
+            # index_select on [K·N, ·] rows: ~6x faster than advanced indexing h[rows, idx].
+            n = len(self.x_fit)
+            flat = (idx + torch.arange(0, k * n, n, device=idx.device).unsqueeze(1)).view(-1)
+
+            def gather(t: Tensor) -> Tensor:
+                return t.view(k * n, -1).index_select(0, flat).view(k, b, -1)
+
+            hs0 = [xb] + [gather(h) for h in self.cache[0]]
+            slopes0 = [gather(s) for s in self.cache[1]]
+            f0 = gather(self.cache[2])
         else:
-            h0s, s0s, f0 = self._theta0_pass(xb)
+            h0s, s0s, f0 = self._theta0_pass(xb, self.w0_fit)
             hs0, slopes0 = [xb, *h0s], s0s
         n1, last = self.n1, self.n_layers - 1
         pair = _layer(xb, self.w1_pair, self.b1_pair, self.a[0], self.c[0])  # [K, B, 2·n1]
@@ -258,15 +255,19 @@ class _PairedMLPs:
             g = g_next
         return g
 
+    def _state(self) -> list[Tensor]:
+        """The stacks SGD changes: θ's and Δ's weights and biases, per layer."""
+        return [t for t in (*self.w, *self.dw, *self.b, *self.db) if t is not None]
+
+    def snapshot(self, k: int) -> list[Tensor]:
+        """Copies of seed ``k``'s θ and Δ (for :meth:`restore`)."""
+        return [t[k].clone() for t in self._state()]
+
     @torch.no_grad()
-    def restore(self, k: int, theta: Mapping[str, Tensor], delta: Mapping[str, Tensor]) -> None:
-        """Put seed ``k``'s θ and Δ back to the given values (for a diverged seed)."""
-        for i in range(self.n_layers):
-            self.w[i][k].copy_(theta[f"linears.{i}.weight"])
-            self.dw[i][k].copy_(delta[f"linears.{i}.weight"])
-            if self.has_bias[i]:
-                self.b[i][k, 0].copy_(theta[f"linears.{i}.bias"])
-                self.db[i][k, 0].copy_(delta[f"linears.{i}.bias"])
+    def restore(self, k: int, snapshot: list[Tensor]) -> None:
+        """Put seed ``k``'s θ and Δ back to a :meth:`snapshot` (for a diverged seed)."""
+        for t, saved in zip(self._state(), snapshot, strict=True):
+            t[k].copy_(saved)
 
     @torch.no_grad()
     def outputs(self, x: Tensor, *, training_set: bool = False, chunk: int = 1024
@@ -274,6 +275,10 @@ class _PairedMLPs:
         """f(θ)(x) and f_lin(θ0 + Δ)(x) of every seed, [K, N, d_out], for x [N, d_in] shared
         by the seeds (``training_set``: x is the training set, whose θ0 pass is cached)."""
         k = self.w0[0].shape[0]
+        if training_set:
+            x, (w1, dw1), w01 = self.x_fit, (self.w[0], self.dw[0]), self.w0_fit
+        else:
+            (w1, dw1), w01 = self._first_layer_full(), self.w0[0]
         f_parts, lin_parts = [], []
         for j in range(0, len(x), chunk):
             xc = x[j:j + chunk].expand(k, -1, -1)
@@ -282,14 +287,14 @@ class _PairedMLPs:
                 hs0 = [xc] + [h[:, j:j + chunk] for h in self.cache[0]]
                 f0 = self.cache[2][:, j:j + chunk]
             else:
-                h0s, slopes0, f0 = self._theta0_pass(xc)
+                h0s, slopes0, f0 = self._theta0_pass(xc, w01)
                 hs0 = [xc, *h0s]
             h = xc
             for i in range(self.n_layers - 1):
-                h = _act_and_slope(self.act, _layer(h, self.w[i], self.b[i], self.a[i],
-                                                    self.c[i]))[0]
+                h = _act_and_slope(self.act, _layer(h, w1 if i == 0 else self.w[i], self.b[i],
+                                                    self.a[i], self.c[i]))[0]
             out = _layer(h, self.w[-1], self.b[-1], self.a[-1], self.c[-1])
-            z_dot = self._tangent(_layer(xc, self.dw[0], self.db[0], self.a[0], self.c[0]),
+            z_dot = self._tangent(_layer(xc, dw1, self.db[0], self.a[0], self.c[0]),
                                   hs0, slopes0)
             if self.scale != 1.0:
                 out, z_dot = self.scale * out, self.scale * z_dot
@@ -301,28 +306,18 @@ class _PairedMLPs:
         """Per-seed ‖θ − θ0‖² and ‖Δ‖², accumulated in float64."""
         d_f = d_lin = None
         for i in range(self.n_layers):
-            for cur, ref, delta in ((self.w[i], self.w0[i], self.dw[i]),
+            for cur, ref, delta in ((self.w[i], self.w0_fit if i == 0 else self.w0[i],
+                                     self.dw[i]),
                                     (self.b[i], self.b0[i], self.db[i])):
                 if cur is None:
                     continue
-                sf = ((cur - ref).double() ** 2).flatten(1).sum(1)
-                sl = (delta.double() ** 2).flatten(1).sum(1)
+                sf = torch.linalg.vector_norm((cur - ref).flatten(1), dim=1,
+                                              dtype=torch.float64) ** 2
+                sl = torch.linalg.vector_norm(delta.flatten(1), dim=1, dtype=torch.float64) ** 2
                 d_f = sf if d_f is None else d_f + sf
                 d_lin = sl if d_lin is None else d_lin + sl
         assert d_f is not None and d_lin is not None
         return d_f.tolist(), d_lin.tolist()
-
-    def seed_params(self, k: int) -> tuple[dict[str, Tensor], dict[str, Tensor],
-                                           dict[str, Tensor]]:
-        """θ, θ0 and Δ of seed ``k`` as parameter dicts (copies)."""
-        out: tuple[dict[str, Tensor], ...] = ({}, {}, {})
-        for i in range(self.n_layers):
-            for d, w, b in zip(out, (self.w, self.w0, self.dw), (self.b, self.b0, self.db),
-                               strict=True):
-                d[f"linears.{i}.weight"] = w[i][k].clone()
-                if b[i] is not None:
-                    d[f"linears.{i}.bias"] = b[i][k, 0].clone()
-        return out[0], out[1], out[2]
 
 
 def paired_sgd_seeds(
@@ -402,7 +397,7 @@ def paired_sgd_seeds(
                       "python": platform.python_version()}))
     alive = [True] * k_seeds
     first: list[float | None] = [None] * k_seeds
-    frozen: dict[int, tuple[dict[str, Tensor], dict[str, Tensor]]] = {}  # diverged seeds
+    frozen: dict[int, list[Tensor]] = {}  # diverged seeds' θ and Δ
     for step in range(steps):
         idx = orders[:, step]
         loss_f, loss_lin, disc, ctx = nets.forward(idx, y_tr[idx], kind)
@@ -421,15 +416,14 @@ def paired_sgd_seeds(
                 alive[k] = False
                 results[k].status, results[k].diverged_step = "diverged", step
                 results[k].logs.append(train._json_safe(entry))
-                th_k, _, de_k = nets.seed_params(k)
-                frozen[k] = (th_k, de_k)
+                frozen[k] = nets.snapshot(k)
             elif logging:
                 results[k].logs.append(entry)
         if not any(alive):
             break
         nets.update(ctx, lr)
-        for k, (th_k, de_k) in frozen.items():  # dead seeds stay where they stopped
-            nets.restore(k, th_k, de_k)
+        for k, saved in frozen.items():  # dead seeds stay where they stopped
+            nets.restore(k, saved)
         if logging:
             d_f, d_lin = nets.sq_distances()
             for k in range(k_seeds):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -55,6 +57,44 @@ def test_matches_paired_sgd_per_seed(case):
     for s, res in zip(seeds, batched, strict=True):
         _compare(res, train.paired_sgd(build(s), ds, seed=s, **kw), TOL[case["dtype"]])
         assert res.config["seed"] == s and res.config["seed_batch"] == 3
+
+
+@pytest.mark.parametrize("cache", [True, False], ids=["theta0-cached", "theta0-per-batch"])
+def test_inputs_zero_on_the_training_set(monkeypatch, cache):
+    """Features that are 0 on every training example (MNIST's border pixels) are left out of
+    training; the test set, nonzero there, must still see θ0's weights on them. One seed
+    diverges (its θ and Δ are restored after every update) and one has a scaled init."""
+    if not cache:
+        monkeypatch.setattr(_vmap_train, "CACHE_BYTES", 0)
+    ds = data.load("teacher", n_train=48, n_test=20, seed=1, dtype=torch.float64, d_in=40)
+    dead = torch.tensor([0, 5, 6, *range(20, 40)])  # 17 live, padded to 32: 8 left out
+    x_train = ds.X_train.clone()
+    x_train[:, dead] = 0.0
+    assert (ds.X_test[:, dead] != 0).all()
+    ds = dataclasses.replace(ds, X_train=x_train)
+    kw = dict(lr=0.2, steps=12, batch_size=8, log_every=5)
+
+    def build(s, scale):
+        m = models.mlp(40, [12, 12], 10, activation="gelu", seed=s, dtype=torch.float64,
+                       output_scale=3.0)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.mul_(scale)
+        return m
+
+    nets = _vmap_train._PairedMLPs([build(0, 1.0)], ds.X_train, torch.device("cpu"),
+                                   torch.float64)
+    assert nets.live is not None and len(nets.live) == 32
+    assert set(range(40)) - set(nets.live.tolist()) <= set(dead.tolist())
+    specs = [(0, 1.0), (1, 3.0), (2, 1.0)]
+    got = _vmap_train.paired_sgd_seeds([build(s, c) for s, c in specs], ds,
+                                       seeds=[s for s, _ in specs], **kw)
+    statuses = []
+    for (s, c), res in zip(specs, got, strict=True):
+        want = train.paired_sgd(build(s, c), ds, seed=s, **kw)
+        _compare(res, want, TOL[torch.float64])
+        statuses.append(want.status)
+    assert statuses == ["ok", "diverged", "ok"]
 
 
 def test_one_seed_diverges_others_continue():
