@@ -5,12 +5,13 @@ structure (K seeds of one width and learning rate), with the K weight matrices o
 stacked into ``[K, out, in]`` and every pass — the network's forward and backward pass at θ,
 the linearization's forward pass at θ0 carrying the tangent J(θ0)Δ, and its pullback
 J(θ0)ᵀr — written out by hand with batched matmuls (``torch.baddbmm``/``torch.bmm``), with
-closed-form activation derivatives, θ0's activations on the training set computed once, and the
-first layer's θ and Δ weights side by side so that their products with the (784-wide) input are
-one matmul each. Each
-seed keeps its own initialisation and its own batch order (``train._batch_order``), so each
-result equals ``paired_sgd`` on that seed to float round-off; the final metrics are computed
-by ``train``'s own code, per seed.
+closed-form activation derivatives (ATen's fused GELU kernels), θ0's activations on the
+training set computed once and gathered per batch with ``index_select``, the first layer's θ and Δ
+weights side by side so that their products with the (784-wide) input are one matmul each, and
+input features that are zero on the whole training set left out of training (their weights
+cannot move; 132 of MNIST's 784 pixels). Each seed keeps its own initialisation and its own
+batch order (``train._batch_order``), so each result equals ``paired_sgd`` on that seed to float
+round-off; the final metrics are computed by ``train``'s own code, per seed.
 
 Only models shaped like ``weakcorr.models.MLP`` (``linears`` of ScaledLinear-like layers with
 ``weight``, ``bias``, ``weight_multiplier``, ``bias_multiplier``; ``act``; ``output_scale``) are
@@ -18,12 +19,14 @@ supported; :func:`supports` says whether a list of models is, and callers fall b
 ``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
 ``eval_every``, ``progress``, ``linearized=False``.
 
-Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 100 steps, an idle
-2-core machine) over ``paired_sgd`` one seed after another (whose MLP path is fused too):
-2.69×, 2.63× and 1.78× at widths 64, 128, 256 with 2 threads; 1.79×, 1.53×, 1.40× with 1.
-At width 256 the batched matmuls are ~73 % of the time (torch.profiler) and the step is
-dominated by the 784-wide input layer's products (x·[W; ΔW]ᵀ and both weight gradients),
-which batching cannot remove.
+Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, each arm in fresh
+processes, best of 3) over ``paired_sgd`` one seed after another (whose MLP path is fused too),
+at widths 64, 128, 256 with 2 threads: 3.47×, 2.37×, 1.85× for the protocol's 250 steps and
+3.78×, 2.67×, 2.04× for 100 steps (the sequential runs get cheaper once their θ0 pass is
+cached, after the first epoch); with 1 thread and 250 steps 2.36×, 1.77×, 1.52×. At width 256
+the batched matmuls, at 170-190 GFLOP/s (this machine's peak), take 13.8 of the 17.5 ms of a
+step of 8 seeds: the input layer's products (x·[W; ΔW]ᵀ and both weight gradients) dominate and
+batching cannot remove them.
 """
 
 from __future__ import annotations
@@ -92,6 +95,19 @@ def _loss_and_grad(kind: train.Loss, out: Tensor, y: Tensor) -> tuple[Tensor, Te
     return -(y * logp).sum(-1).mean(-1), grad / out.shape[1]
 
 
+def _fitted_features(x_train: Tensor, multiple: int = 16) -> Tensor | None:
+    """The input features training must keep: those nonzero on some training example, padded
+    with zero ones to a multiple of 16 (64-byte weight rows: the in-place update of [K, 2n, L]
+    weights took 5.1 ms at L = 652 and 3.8 ms at L = 656). None when that is all of them."""
+    live = (x_train != 0).any(0)
+    n_live = int(live.sum())
+    n_fit = min(-(-n_live // multiple) * multiple, len(live))
+    if n_live == 0 or n_fit == len(live):
+        return None
+    live[(~live).nonzero().squeeze(1)[:n_fit - n_live]] = True
+    return live.nonzero().squeeze(1)
+
+
 class _PairedMLPs:
     """K MLPs (θ) and their linearizations (Δ around θ0), stacked per layer, on one device.
 
@@ -127,10 +143,7 @@ class _PairedMLPs:
         # first-layer weights stay at θ0 (Δ at 0) exactly, so training leaves them out (132 of
         # MNIST's 784 pixels: -17 % of the first layer's work). The full weights are
         # reassembled for other inputs (:meth:`_first_layer_full`).
-        live = (x_train != 0).any(0)
-        n_fit = min(-(-int(live.sum()) // 16) * 16, len(live))  # rows of 64 bytes: 3x faster
-        live[(~live).nonzero().squeeze(1)[:n_fit - int(live.sum())]] = True  # weight updates
-        self.live = None if bool(live.all()) else live.nonzero().squeeze(1)
+        self.live = _fitted_features(x_train)
         self.x_fit = x_train if self.live is None else x_train[:, self.live].contiguous()
         self.w0_fit = self.w0[0] if self.live is None else self.w0[0][..., self.live].contiguous()
         self.w1_pair = torch.cat([self.w0_fit, torch.zeros_like(self.w0_fit)], dim=1)

@@ -126,3 +126,14 @@ def test_supports():
     with pytest.raises(ValueError, match="same-shaped weakcorr MLPs"):
         _vmap_train.paired_sgd_seeds([a], data.load("teacher", n_train=8, n_test=2),
                                      seeds=[0, 1], lr=0.1, steps=1, batch_size=2)
+
+
+def test_fitted_features_pad_to_aligned_rows():
+    x = torch.zeros(5, 40)
+    x[0, [1, 3, 39]] = 1.0
+    got = _vmap_train._fitted_features(x)
+    assert len(got) == 16 and {1, 3, 39} <= set(got.tolist())
+    assert got.tolist() == sorted(got.tolist())
+    assert _vmap_train._fitted_features(torch.ones(5, 40)) is None  # nothing to leave out
+    assert _vmap_train._fitted_features(torch.ones(5, 20) * (torch.arange(20) < 17)) is None
+    assert _vmap_train._fitted_features(torch.zeros(5, 40)) is None  # degenerate: keep all
