@@ -15,7 +15,6 @@ import json
 import math
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -28,6 +27,7 @@ from . import __version__
 from . import correlations as C
 from . import data as _data
 from . import models as _models
+from ._files import atomic_path
 from .functional import functional
 
 __all__ = [
@@ -114,20 +114,13 @@ def run_id(width: int, seed: int) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON to ``path`` atomically: a temp file in the same folder, then os.replace."""
+    """Write JSON to ``path`` (its folder created) atomically: :func:`_files.atomic_path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=1)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(obj, fh, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def _config_key(config: CorrelationSweep, width: int) -> dict[str, Any]:

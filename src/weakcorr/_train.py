@@ -21,6 +21,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
+from ._files import json_safe as _json_safe
 from .functional import FunctionalModel
 from .ntk import empirical_ntk
 
@@ -44,16 +45,6 @@ def _loss_grad(loss: Loss, out: Tensor, y: Tensor) -> Tensor:
         return 2.0 * (out - y) / out.numel()
     # d/dout of -(y·log_softmax(out)).sum(-1).mean(): exact also for targets not summing to 1.
     return (torch.softmax(out, dim=-1) * y.sum(-1, keepdim=True) - y) / out.shape[0]
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _check_positive(name: str, value: float, *, integer: bool = False) -> None:

@@ -21,12 +21,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import pathlib
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+from ._files import atomic_path, json_safe
 
 __all__ = [
     "FINISHED", "RunStore", "atomic_path", "atomic_write_json", "canonical_json", "json_safe",
@@ -40,19 +41,6 @@ MANIFEST = "sweep.json"
 RUNS_DIR = "runs"
 
 
-def json_safe(obj: Any) -> Any:
-    """A copy of ``obj`` that strict JSON accepts: non-finite floats → None, tuples → lists."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [json_safe(v) for v in obj]
-    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
-        return json_safe(obj.item())
-    return obj
-
-
 def canonical_json(obj: Any) -> str:
     """Canonical JSON: sorted keys, no whitespace, non-finite numbers rejected."""
     return json.dumps(json_safe(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
@@ -61,33 +49,6 @@ def canonical_json(obj: Any) -> str:
 def run_id(config: Mapping[str, Any]) -> str:
     """A stable id of a run: the first 16 hex digits of sha256 of its canonical JSON config."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
-    """A temp path next to ``path`` to write to; renamed onto ``path`` when the block ends.
-
-    If the block raises (a crash, Ctrl-C), the temp file is removed and ``path`` keeps its
-    old content or stays absent: readers never see half a file. The temp name ends in
-    ``.<pid>.tmp``, so :meth:`RunStore.remove_stale_temp` recognises a dead writer's.
-
-    Example:
-        >>> import tempfile
-        >>> target = pathlib.Path(tempfile.mkdtemp()) / "report.md"
-        >>> with atomic_path(target) as tmp:
-        ...     _ = tmp.write_text("done")
-        >>> target.read_text()
-        'done'
-    """
-    path = pathlib.Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
