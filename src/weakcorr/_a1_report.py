@@ -25,7 +25,8 @@ from . import _a1, _a1_plots, _diagnose
 from .analysis import fit_power_law
 from .results import RunStore, atomic_path, atomic_write_json, json_safe, run_id
 from .sweep import (
-    InProcessExecutor, LocalPoolExecutor, PerRun, RunTask, SweepEvent, SweepSummary, execute_all,
+    InProcessExecutor, PerRun, RunTask, SupervisedPoolExecutor, SweepEvent, SweepSummary,
+    execute_all,
 )
 
 __all__ = ["QUANTITIES", "fit_exponents", "load_curves", "load_table", "run_a1", "write_report"]
@@ -70,7 +71,10 @@ def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int =
     Args:
         cfg: the validated config.
         out_dir: the sweep directory (``sweep.json`` + ``runs/<run_id>.json``).
-        workers: processes when no ``executor`` is given (1: in this process).
+        workers: processes when no ``executor`` is given (1: in this process); more run in a
+            :class:`weakcorr.sweep.SupervisedPoolExecutor`, as ``weakcorr sweep`` does: a
+            worker that dies (out-of-memory killer, segfault) is replaced, its run retried
+            once and then recorded ``failed``, and the other runs go on.
         executor: anything with ``map_unordered(fn, tasks)`` and ``shutdown()``.
         device: ``"cpu"`` or ``"cuda"``.
         retry_failed: redo runs whose status is ``failed``.
@@ -97,7 +101,8 @@ def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int =
     runner = _Guarded(runner or PerRun(_a1.run))
     tasks = [RunTask(store, (rid,), (configs[rid],), runner, device) for rid in todo]
     own = executor is None
-    executor = executor or (InProcessExecutor() if workers == 1 else LocalPoolExecutor(workers))
+    executor = executor or (InProcessExecutor() if workers == 1
+                            else SupervisedPoolExecutor(workers))
     start = time.perf_counter()
     skipped_runs = len(configs) - len(todo)
     counts = execute_all(tasks, executor, total=len(configs), skipped=skipped_runs, start=start,

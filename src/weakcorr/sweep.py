@@ -160,7 +160,7 @@ def _failed_record(cfg: Mapping[str, Any], error: str, wall: float, device: str 
                    ) -> dict[str, Any]:
     return {"status": "failed", "error": error, "diverged_step": None, "metrics": {}, "logs": [],
             "seed": cfg.get("seed"), "wall_time_s": wall, "device": device,
-            "dtype": cfg.get("training", {}).get("dtype")}
+            "dtype": (cfg.get("training") or {}).get("dtype")}  # A.1: training may be None
 
 
 def execute_task(task: RunTask) -> list[RunOutcome]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 
 import pytest
 import torch
@@ -162,3 +164,20 @@ def test_figure_grids_share_one_panel_order(swept):
     dev = _a1_plots.plot_deviation_curves(curves)
     assert titles(dev) and titles(fig1) == titles(dev)
     assert titles(dev)[:2] == ["erf, 1 hidden", "relu, 1 hidden"]
+
+
+def _killed_at_width_8(c, device):
+    """An A.1 runner whose worker dies (SIGKILL, as the OOM killer would) at width 8."""
+    if c["model"]["width"] == 8:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"status": "ok", "metrics": {}, "kind": "a1"}
+
+
+def test_worker_killed_mid_run_is_recorded_failed_and_the_rest_go_on(tmp_path):
+    cfg = _a1.from_dict(tiny(model={"widths": [4, 8], "depths": [1], "activations": ["relu"]},
+                             seeds=1, training={"seeds": 0}))
+    summary = _a1_report.run_a1(cfg, tmp_path, workers=2, runner=PerRun(_killed_at_width_8))
+    assert summary.counts["ok"] == 1 and summary.counts["failed"] == 1
+    failed = [r for r in RunStore(tmp_path).records() if r["status"] == "failed"]
+    assert len(failed) == 1 and failed[0]["config"]["model"]["width"] == 8
+    assert "died" in failed[0]["error"]
