@@ -113,14 +113,14 @@ class _PairedMLPs:
 
     Layer i has θ weights ``w[i]`` [K, out, in] and biases ``b[i]`` [K, 1, out] (or None), Δ in
     ``dw[i]``, ``db[i]``, θ0 in ``w0[i]``, ``b0[i]``. The first layer's θ and Δ weights live in
-    one buffer [K, 2·out, in] (θ rows first), so that x·[W; ΔW]ᵀ and both first-layer weight
-    gradients are one batched matmul each. θ0's activations on the whole training set are
-    computed once (when they fit in ``cache_bytes``) and gathered per batch.
+    one buffer [K, 2·out, L] (θ rows first) over the L input features training keeps
+    (:func:`_fitted_features`), so that x·[W; ΔW]ᵀ and both first-layer weight gradients are
+    one batched matmul each. θ0's activations on the whole training set are
+    computed once (when they fit in :data:`CACHE_BYTES`) and gathered per batch.
     """
 
     def __init__(self, models: Sequence[nn.Module], x_train: Tensor, device: torch.device,
-                 dtype: torch.dtype, *, cache_bytes: float | None = None) -> None:
-        cache_bytes = CACHE_BYTES if cache_bytes is None else cache_bytes
+                 dtype: torch.dtype) -> None:
         first = models[0]
         lins = list(first.linears)
         self.n_layers = len(lins)
@@ -157,7 +157,7 @@ class _PairedMLPs:
             self.b[0], self.db[0] = self.b1_pair[:, :, :n1], self.b1_pair[:, :, n1:]
         self.cache: tuple[list[Tensor], list[Tensor], Tensor] | None = None
         hidden = sum(w.shape[1] for w in self.w0[:-1])
-        if 2 * k * len(x_train) * hidden * x_train.element_size() <= cache_bytes:
+        if 2 * k * len(x_train) * hidden * x_train.element_size() <= CACHE_BYTES:
             self.cache = self._theta0_pass(self.x_fit.expand(k, *self.x_fit.shape), self.w0_fit)
 
     def _first_layer_full(self) -> tuple[Tensor, Tensor]:
