@@ -154,7 +154,9 @@ class _PairedMLPs:
         self.has_bias = [lin.bias is not None for lin in lins]
         self.scale = float(first.output_scale)
         name = getattr(first, "activation_name", None)
-        self.act = _train._ACT_PAIRS.get(name, first.act)
+        self.act = _train._ACT_PAIRS.get(name, first.act)  # φ and φ'
+        # φ alone, for outputs (no φ'); GELU as in its pair (ATen's kernel).
+        self.phi = torch.nn.functional.gelu if name == "gelu" else first.act
         with torch.no_grad():
             def stack(get):
                 return torch.stack([get(m).detach() for m in models]).to(device, dtype)
@@ -338,8 +340,8 @@ class _PairedMLPs:
                 hs0 = [xc, *h0s]
             h = xc
             for i in range(self.n_layers - 1):
-                h = _act_and_slope(self.act, _layer(h, w1 if i == 0 else self.w[i], self.b[i],
-                                                    self.a[i], self.c[i]))[0]
+                h = self.phi(_layer(h, w1 if i == 0 else self.w[i], self.b[i], self.a[i],
+                                    self.c[i]))
             out = _layer(h, self.w[-1], self.b[-1], self.a[-1], self.c[-1])
             z_dot = self._tangent(_layer(xc, dw1, self.db[0], self.a[0], self.c[0]),
                                   hs0, slopes0)
