@@ -19,14 +19,13 @@ supported; :func:`supports` says whether a list of models is, and callers fall b
 ``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
 ``eval_every``, ``progress``, ``linearized=False``.
 
-Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, each arm in fresh
-processes, best of 3) over ``paired_sgd`` one seed after another (whose MLP path is fused too),
-at widths 64, 128, 256 with 2 threads: 3.47×, 2.37×, 1.85× for the protocol's 250 steps and
-3.78×, 2.67×, 2.04× for 100 steps (the sequential runs get cheaper once their θ0 pass is
-cached, after the first epoch); with 1 thread and 250 steps 2.36×, 1.77×, 1.52×. At width 256
-the batched matmuls, at 170-190 GFLOP/s (this machine's peak), take 13.8 of the 17.5 ms of a
-step of 8 seeds: the input layer's products (x·[W; ΔW]ᵀ and both weight gradients) dominate and
-batching cannot remove them.
+Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 2 threads, each arm in
+fresh processes, best and median of 5-7) over ``paired_sgd`` one seed after another (whose MLP
+path is fused too), for the protocol's 250 steps: 3.39× at width 64, 2.53× at 128 and 1.95-1.99×
+at 256 (medians 1.95-2.21×; 2.16× for 100 steps). At width 256 the batched matmuls, at
+170-197 GFLOP/s (this machine's peak), take 13.7 of the 17.2 ms of a step of 8 seeds: the
+input layer's products (x·Wᵀ, x·ΔWᵀ and both weight gradients) dominate, and batching cannot
+remove them; the sequential path spends 3.5 ms per seed-step.
 """
 
 from __future__ import annotations
