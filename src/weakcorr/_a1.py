@@ -39,7 +39,7 @@ import torch
 
 from . import __version__, data, models, train
 from . import correlations as C
-from .config import _read_yaml, geometric_widths
+from .config import _bool, _fail, _int, _mapping, _read_yaml, _seeds, _widths
 from .functional import functional
 
 __all__ = [
@@ -131,14 +131,8 @@ _TOP = ("name", "description", "datasets", "data", "model", "seeds", "correlatio
 # ----------------------------------------------------------------------------- validation
 
 
-def _fail(path: str, value: Any, need: str) -> ValueError:
-    return ValueError(f"`{path}` must be {need}, got {value!r}")
-
-
-def _int(path: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _fail(path, value, f"an integer >= {minimum}")
-    return value
+# Scalars, mappings, widths and seeds are validated by config's functions (the same rules and
+# messages as sweep configs); what only A.1 has (lists of choices, non-negative numbers) is here.
 
 
 def _num(path: str, value: Any, *, positive: bool = True) -> float:
@@ -146,12 +140,6 @@ def _num(path: str, value: Any, *, positive: bool = True) -> float:
     if not ok or (value <= 0 if positive else value < 0):
         raise _fail(path, value, "a finite number " + ("> 0" if positive else ">= 0"))
     return float(value)
-
-
-def _bool(path: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise _fail(path, value, "true or false")
-    return value
 
 
 def _choices(path: str, value: Any, allowed: Sequence[str], *, many: bool) -> Any:
@@ -170,41 +158,15 @@ def _choices(path: str, value: Any, allowed: Sequence[str], *, many: bool) -> An
 def _ints(path: str, value: Any, minimum: int) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         raise _fail(path, value, f"a non-empty list of integers >= {minimum}")
-    out = tuple(_int(f"{path}[{i}]", v, minimum) for i, v in enumerate(value))
+    out = tuple(_int(f"{path}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
     if len(set(out)) != len(out):
         raise _fail(path, value, "a list without repeats")
     return out
 
 
 def _section(path: str, raw: Any, cls: type) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    valid = [f.name for f in dataclasses.fields(cls)]
-    if not isinstance(raw, Mapping):
-        raise _fail(path, raw, f"a mapping with keys {', '.join(valid)}")
-    unknown = [k for k in raw if k not in valid]
-    if unknown:
-        raise ValueError(f"unknown key `{path}.{unknown[0]}`; valid keys: {', '.join(valid)}")
-    return dict(raw)
-
-
-def _widths(value: Any) -> tuple[int, ...]:
-    if isinstance(value, Mapping):
-        spec = dict(value)
-        bad = [k for k in spec if k not in ("start", "stop", "per_doubling")]
-        if bad or any(k not in spec for k in ("start", "stop")):
-            raise _fail("model.widths", value, "a list or {start, stop, per_doubling}")
-        start = _int("model.widths.start", spec["start"], 1)
-        stop = _int("model.widths.stop", spec["stop"], start)
-        per = _int("model.widths.per_doubling", spec.get("per_doubling", 1), 1)
-        return geometric_widths(start, stop, per)
-    return _ints("model.widths", value, 1)
-
-
-def _seeds(value: Any) -> tuple[int, ...]:
-    if isinstance(value, (list, tuple)):
-        return _ints("seeds", value, 0)
-    return tuple(range(_int("seeds", value, 1)))
+    """``raw`` checked against the fields of ``cls`` (absent: all defaults)."""
+    return {} if raw is None else _mapping(path, raw, tuple(f.name for f in dataclasses.fields(cls)))
 
 
 def from_dict(raw: Any) -> A1Config:
@@ -224,7 +186,7 @@ def from_dict(raw: Any) -> A1Config:
         raise ValueError("`model.widths` is missing; add e.g. `model: {widths: [8, 16, 32]}`")
     m = _section("model", raw["model"], ModelSettings)
     model = ModelSettings(
-        widths=_widths(m["widths"]),
+        widths=_widths("model.widths", m["widths"]),
         depths=_ints("model.depths", m.get("depths", [1, 2, 3]), 1),
         activations=_choices("model.activations", m.get("activations", ["relu", "erf", "sigmoid"]),
                              ACTIVATIONS, many=True),
@@ -239,18 +201,19 @@ def from_dict(raw: Any) -> A1Config:
     if data_dir is not None and not isinstance(data_dir, str):
         raise _fail("data.data_dir", data_dir, "a folder path or null")
     data_ = DataSettings(
-        n_train=_int("data.n_train", d.get("n_train", 160), 1),
-        n_test=_int("data.n_test", d.get("n_test", 32), 1),
-        seed=_int("data.seed", d.get("seed", 0), 0),
+        n_train=_int("data.n_train", d.get("n_train", 160), minimum=1),
+        n_test=_int("data.n_test", d.get("n_test", 32), minimum=1),
+        seed=_int("data.seed", d.get("seed", 0), minimum=0),
         data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
     )
     c = _section("correlations", raw.get("correlations"), CorrelationSettings)
     corr = CorrelationSettings(
         lr=_num("correlations.lr", c.get("lr", 1.0)),
-        params_per_layer=_int("correlations.params_per_layer", c.get("params_per_layer", 60), 1),
-        norm_tuples=_int("correlations.norm_tuples", c.get("norm_tuples", 1), 0),
-        norm_restarts=_int("correlations.norm_restarts", c.get("norm_restarts", 4), 1),
-        hessian_iters=_int("correlations.hessian_iters", c.get("hessian_iters", 30), 0),
+        params_per_layer=_int("correlations.params_per_layer", c.get("params_per_layer", 60),
+                              minimum=1),
+        norm_tuples=_int("correlations.norm_tuples", c.get("norm_tuples", 1), minimum=0),
+        norm_restarts=_int("correlations.norm_restarts", c.get("norm_restarts", 4), minimum=1),
+        hessian_iters=_int("correlations.hessian_iters", c.get("hessian_iters", 30), minimum=0),
         enabled=_bool("correlations.enabled", c.get("enabled", True)),
     )
     if corr.norm_tuples and data_.n_train < 3:
@@ -258,11 +221,11 @@ def from_dict(raw: Any) -> A1Config:
                          f"{data_.n_train}; raise it or set correlations.norm_tuples=0")
     t = _section("training", raw.get("training"), TrainingSettings)
     training = TrainingSettings(
-        steps=_int("training.steps", t.get("steps", 1000), 1),
+        steps=_int("training.steps", t.get("steps", 1000), minimum=1),
         lr=_num("training.lr", t.get("lr", 1.0)),
-        seeds=_int("training.seeds", t.get("seeds", 1), 0),
-        eval_every=_int("training.eval_every", t.get("eval_every", 10), 1),
-        log_every=_int("training.log_every", t.get("log_every", 100), 1),
+        seeds=_int("training.seeds", t.get("seeds", 1), minimum=0),
+        eval_every=_int("training.eval_every", t.get("eval_every", 10), minimum=1),
+        log_every=_int("training.log_every", t.get("log_every", 100), minimum=1),
         loss=_choices("training.loss", t.get("loss", "mse"), ("mse", "cross_entropy"), many=False),
     )
     for k in ("name", "description"):

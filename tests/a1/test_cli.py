@@ -31,7 +31,7 @@ def test_a1_runs_and_reports(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,msg", [
-    (["--set", "model.depth=2"], "unknown key `model.depth`; valid keys: widths, depths"),
+    (["--set", "model.depth=2"], "unknown key `model.depth` in `model`; valid keys: widths, depths"),
     (["--set", "training.steps=0"], "`training.steps` must be an integer >= 1, got 0"),
     (["--workers", "0"], "`--workers` must be >= 1, got 0"),
     (["--device", "tpu"], "`--device` must be cpu or cuda, got 'tpu'"),

@@ -28,6 +28,14 @@ def test_round_trip():
     assert cfg.seeds == (3, 5) and cfg.training.steps == 7
 
 
+def test_shares_the_sweep_config_rules():
+    """Widths, seeds and scalars follow config's rules: {start, count} seeds, integral floats."""
+    cfg = _a1.from_dict(tiny(seeds={"start": 2, "count": 2}, data={"n_train": 8.0}))
+    assert cfg.seeds == (2, 3) and cfg.data.n_train == 8
+    with pytest.raises(ValueError, match=r"`model.widths.per_doubling` is missing"):
+        _a1.from_dict(tiny(model={"widths": {"start": 8, "stop": 32}}))
+
+
 def test_expand_orders_by_width_and_trains_first_seeds():
     cfg = _a1.from_dict(tiny(seeds=3, training={"seeds": 2}))
     runs = _a1.expand(cfg)
@@ -40,10 +48,10 @@ def test_expand_orders_by_width_and_trains_first_seeds():
 
 @pytest.mark.parametrize("raw,match", [
     (tiny(bogus=1), r"unknown key `bogus` at the top level; valid keys: name, description"),
-    (tiny(model={"depth": 2}), r"unknown key `model.depth`; valid keys: widths, depths"),
-    (tiny(training={"step": 2}), r"unknown key `training.step`; valid keys: steps"),
+    (tiny(model={"depth": 2}), r"unknown key `model.depth` in `model`; valid keys: widths, depths"),
+    (tiny(training={"step": 2}), r"unknown key `training.step` in `training`; valid keys: steps"),
     (tiny(model={"widths": [8, 0]}), r"`model.widths\[1\]` must be an integer >= 1, got 0"),
-    (tiny(model={"widths": [8, 8]}), r"`model.widths` must be a list without repeats"),
+    (tiny(model={"widths": [8, 8]}), r"`model.widths` must be a list without repeated widths"),
     (tiny(model={"activations": ["relu", "swish"]}),
      r"`model.activations\[1\]` must be one of relu, gelu, erf, sigmoid, tanh, got 'swish'"),
     (tiny(model={"parameterization": "xavier"}), r"`model.parameterization` must be one of"),
