@@ -36,11 +36,14 @@ CASES = [
     dict(act="tanh", param="ntk", dtype=torch.float64, loss="cross_entropy", bias=True, depth=1),
     dict(act="relu", param="mup", dtype=torch.float64, loss="mse", bias=False, depth=3),
     dict(act="gelu", param="standard", dtype=torch.float32, loss="mse", bias=True, depth=2),
+    # Hidden layers wider than 32: their products take the untransposed path of _layer (the
+    # 12-wide cases above run every layer, as the 10 outputs do, as (w·hᵀ)ᵀ).
+    dict(act="gelu", param="ntk", dtype=torch.float64, loss="mse", bias=True, depth=2, width=40),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=["gelu-std-f64", "tanh-ntk-xent", "relu-mup-nobias",
-                                             "gelu-std-f32"])
+                                             "gelu-std-f32", "gelu-ntk-f64-wide"])
 def test_matches_paired_sgd_per_seed(case):
     # Cross-entropy on one-hot labels (digits); MSE on the teacher's regression targets.
     name = "digits" if case["loss"] == "cross_entropy" else "teacher"
@@ -49,7 +52,8 @@ def test_matches_paired_sgd_per_seed(case):
     kw = dict(lr=0.2, steps=13, batch_size=8, loss=case["loss"], log_every=4)
 
     def build(s):
-        return models.mlp(ds.X_train.shape[1], [12] * case["depth"], ds.Y_train.shape[1],
+        return models.mlp(ds.X_train.shape[1], [case.get("width", 12)] * case["depth"],
+                          ds.Y_train.shape[1],
                           activation=case["act"], parameterization=case["param"],
                           bias=case["bias"], output_scale=1.5, seed=s, dtype=case["dtype"])
 
