@@ -166,7 +166,8 @@ def _ints(path: str, value: Any, minimum: int) -> tuple[int, ...]:
 
 def _section(path: str, raw: Any, cls: type) -> dict[str, Any]:
     """``raw`` checked against the fields of ``cls`` (absent: all defaults)."""
-    return {} if raw is None else _mapping(path, raw, tuple(f.name for f in dataclasses.fields(cls)))
+    valid = tuple(f.name for f in dataclasses.fields(cls))
+    return {} if raw is None else _mapping(path, raw, valid)
 
 
 def from_dict(raw: Any) -> A1Config:
