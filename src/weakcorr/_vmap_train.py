@@ -17,15 +17,17 @@ Only models shaped like ``weakcorr.models.MLP`` (``linears`` of ScaledLinear-lik
 ``weight``, ``bias``, ``weight_multiplier``, ``bias_multiplier``; ``act``; ``output_scale``) are
 supported; :func:`supports` says whether a list of models is, and callers fall back to
 ``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
-``eval_every``, ``progress``, ``linearized=False``.
+``eval_every``, ``linearized=False``.
 
-Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 2 threads, each arm in
-fresh processes, best and median of 5-7) over ``paired_sgd`` one seed after another (whose MLP
-path is fused too), for the protocol's 250 steps: 3.39× at width 64, 2.53× at 128 and 1.95-1.99×
-at 256 (medians 1.95-2.21×; 2.16× for 100 steps). At width 256 the batched matmuls, at
-170-197 GFLOP/s (this machine's peak), take 13.7 of the 17.2 ms of a step of 8 seeds: the
-input layer's products (x·Wᵀ, x·ΔWᵀ and both weight gradients) dominate, and batching cannot
-remove them; the sequential path spends 3.5 ms per seed-step.
+With one seed this is also ``paired_sgd``'s default implementation on CPU (``"mlp"``).
+
+Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 250 steps, 2 threads,
+each arm in fresh processes, best of 3) of K seeds together over ``paired_sgd`` one seed after
+another: 1.61x at width 64, 1.43x at 128, 1.13x at 256 over its default (these passes with one
+seed); 3.91x, 2.70x and 2.04x over its autograd implementation. At width 256 a step's products
+(x·Wᵀ, x·ΔWᵀ, both weight gradients, the hidden layers) are large enough to run at this
+machine's peak (170-200 GFLOP/s) one seed at a time, so stacking seeds saves little more than
+Python and dispatch: the batched matmuls take 13.7 of the 17.2 ms of a step of 8 seeds.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -350,6 +352,23 @@ class _PairedMLPs:
             lin_parts.append(f0 + z_dot)
         return torch.cat(f_parts, 1), torch.cat(lin_parts, 1)
 
+    @torch.no_grad()
+    def params(self, k: int) -> dict[str, dict[str, Tensor] | None]:
+        """Seed ``k``'s trained θ and θ0 + Δ, named as the model's parameters (``linears.i.weight``,
+        ``linears.i.bias``), as ``paired_sgd(return_params=True)`` gives them."""
+        w1, dw1 = self._first_layer_full()
+        w, dw = [w1, *self.w[1:]], [dw1, *self.dw[1:]]
+        theta: dict[str, Tensor] = {}
+        theta_lin: dict[str, Tensor] = {}
+        for i in range(self.n_layers):
+            theta[f"linears.{i}.weight"] = w[i][k].clone()
+            theta_lin[f"linears.{i}.weight"] = self.w0[i][k] + dw[i][k]
+            b, b0, db = self.b[i], self.b0[i], self.db[i]
+            if b is not None and b0 is not None and db is not None:
+                theta[f"linears.{i}.bias"] = b[k, 0].clone()
+                theta_lin[f"linears.{i}.bias"] = b0[k, 0] + db[k, 0]
+        return {"theta": theta, "theta_lin": theta_lin}
+
     def sq_distances(self) -> tuple[list[float], list[float]]:
         """Per-seed ‖θ − θ0‖² and ‖Δ‖², accumulated in float64."""
         d_f = d_lin = None
@@ -389,6 +408,8 @@ def paired_sgd_seeds(
     full_batch: bool = False,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    return_params: bool = False,
 ) -> list[train.RunResult]:
     """:func:`weakcorr.train.paired_sgd` for K same-shaped MLPs (one per seed), trained together.
 
@@ -396,8 +417,9 @@ def paired_sgd_seeds(
         models: K initialised MLPs (θ0 of each seed); :func:`supports` must hold.
         data: the dataset (as for ``paired_sgd``).
         seeds: K batch-order seeds, one per model.
-        lr, steps, batch_size, loss, log_every, full_batch, device, dtype: as for
-            ``paired_sgd`` (shared by all seeds).
+        lr, steps, batch_size, loss, log_every, full_batch, device, dtype, return_params: as
+            for ``paired_sgd`` (shared by all seeds).
+        progress: called as ``progress(step, steps)`` after every step (of all seeds).
         probe_ntk, eval_every: must be False / None (not supported here).
 
     Returns:
@@ -444,7 +466,7 @@ def paired_sgd_seeds(
                   "loss": kind.value, "log_every": log_every, "linearized": True,
                   "probe_ntk": False, "full_batch": full_batch, "eval_every": None,
                   "n_params": fm.n_params, "model": repr(m), "n_train": n_train,
-                  "n_test": len(x_te), "seed_batch": k_seeds}
+                  "n_test": len(x_te), "seed_batch": k_seeds, "implementation": "mlp"}
         results.append(train.RunResult(
             config=config, seed=s, device=str(device), dtype=str(dtype).removeprefix("torch."),
             versions={"weakcorr": __version__, "torch": torch.__version__,
@@ -484,6 +506,8 @@ def paired_sgd_seeds(
                 if alive[k]:
                     results[k].logs[-1].update(param_distance=math.sqrt(d_f[k]),
                                                param_distance_lin=math.sqrt(d_lin[k]))
+        if progress is not None:
+            progress(step + 1, steps)
     # Dead seeds were restored after every update: the stacks hold every seed's final state.
     outputs = {"test": (*nets.outputs(x_te), y_te, data.labels_test),
                "train": (*nets.outputs(x_tr, training_set=True), y_tr, data.labels_train)}
@@ -491,6 +515,8 @@ def paired_sgd_seeds(
     for k in range(k_seeds):
         results[k].logs = [train._json_safe(e) for e in results[k].logs]
         results[k].metrics = _metrics(kind, outputs, k, d_f[k], d_lin[k])
+        if return_params:
+            results[k].params = nets.params(k)
     wall = (time.perf_counter() - start) / k_seeds
     for r in results:
         r.wall_time_s = wall

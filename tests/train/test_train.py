@@ -144,6 +144,65 @@ def test_progress_is_called():
     assert calls == [(1, 3), (2, 3), (3, 3)]
 
 
+IMPLEMENTATION_CASES = {
+    "tanh-std-mse": (dict(activation="tanh"), dict(loss="mse")),
+    "relu-ntk-nobias-xent": (dict(activation="relu", parameterization="ntk", bias=False),
+                             dict(loss="cross_entropy")),
+    "gelu-mup-scaled-fullbatch": (dict(activation="gelu", parameterization="mup",
+                                       output_scale=2.0), dict(full_batch=True, lr=0.1)),
+}
+
+
+@pytest.mark.parametrize("case", list(IMPLEMENTATION_CASES), ids=list(IMPLEMENTATION_CASES))
+def test_mlp_implementation_equals_autograd(case):
+    """Every pass hand-written ("mlp", the default on CPU) against autodiff for θ ("autograd"):
+    logs, metrics, both trained models, progress calls and the recorded config."""
+    model_kw, train_kw = IMPLEMENTATION_CASES[case]
+    model = models.mlp(5, [8, 6], 3, seed=1, dtype=torch.float64, **model_kw)
+    kw = dict(lr=0.3, steps=11, batch_size=8, seed=2, log_every=4, return_params=True,
+              extra_config={"width": 8}) | train_kw
+    calls = []
+    got = paired_sgd(model, toy_data(seed=2), progress=lambda s, n: calls.append((s, n)), **kw)
+    want = paired_sgd(model, toy_data(seed=2), implementation="autograd", **kw)
+    assert calls == [(s, 11) for s in range(1, 12)]
+    assert got.config == want.config | {"implementation": "mlp"}
+    assert got.config["width"] == 8 and want.config["implementation"] == "autograd"
+    assert got.status == want.status == "ok" and got.seed == want.seed
+    assert got.metrics == pytest.approx(want.metrics, rel=1e-9, abs=1e-12)
+    assert len(got.logs) == len(want.logs) == 4
+    for a, b in zip(got.logs, want.logs, strict=True):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    for which in ("theta", "theta_lin"):
+        assert set(got.params[which]) == set(want.params[which])
+        for k, v in want.params[which].items():
+            torch.testing.assert_close(got.params[which][k], v, rtol=1e-9, atol=1e-12, msg=k)
+
+
+def test_auto_implementation_and_its_fallbacks():
+    """auto takes the hand-written passes for weakcorr MLPs on CPU and autodiff otherwise;
+    asking for "mlp" where it does not apply is an error that says why."""
+    data = toy_data()
+    kw = dict(lr=0.1, steps=2, batch_size=8, seed=0)
+
+    def used(model, **extra):
+        return paired_sgd(model, data, **kw, **extra).config["implementation"]
+
+    seq = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
+    assert used(tiny()) == "mlp"
+    assert used(tiny(), probe_ntk=True) == "autograd"
+    assert used(tiny(), eval_every=1) == "autograd"
+    assert used(tiny(), linearized=False) == "autograd"
+    assert used(seq) == "autograd"
+    assert used(tiny(), implementation="autograd") == "autograd"
+    with pytest.raises(ValueError, match=r"`implementation='mlp'` does not apply: the model is "
+                                         r"not a weakcorr MLP .*, got Sequential; use "):
+        paired_sgd(seq, data, implementation="mlp", **kw)
+    with pytest.raises(ValueError, match=r"does not apply: probe_ntk or eval_every is set"):
+        paired_sgd(tiny(), data, implementation="mlp", eval_every=1, **kw)
+    with pytest.raises(ValueError, match=r"does not apply: linearized=False"):
+        paired_sgd(tiny(), data, implementation="mlp", linearized=False, **kw)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(lr=0.0), "`lr` must be a finite positive"),
     (dict(steps=0), "`steps` must be a positive integer"),
@@ -222,32 +281,36 @@ def _capture_final(monkeypatch):
     return seen
 
 
+# name: (model, paired_sgd implementation): an MLP through both implementations (autograd with
+# the fused linear pass; every pass hand-written) and a generic module through autodiff.
 MODELS = {
-    "mlp-fused": lambda: tiny(seed=2),
-    "sequential-autodiff": lambda: nn.Sequential(
-        nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 3)).double(),
+    "mlp-fused": (lambda: tiny(seed=2), "autograd"),
+    "mlp-handwritten": (lambda: tiny(seed=2), "mlp"),
+    "sequential-autodiff": (lambda: nn.Sequential(
+        nn.Linear(5, 8), nn.GELU(), nn.Linear(8, 3)).double(), "autograd"),
 }
 
 
 @pytest.mark.parametrize("name", list(MODELS), ids=list(MODELS))
 @pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
-def test_paired_sgd_flin_outputs_equal_kernel_dynamics(monkeypatch, name, loss):
-    """The linear model paired_sgd trained (final Δ, via linearize) = Eq. 8, train and test."""
+def test_paired_sgd_flin_outputs_equal_kernel_dynamics(name, loss):
+    """The linear model paired_sgd trained (θ0 + Δ, via linearize) = Eq. 8, train and test."""
     from weakcorr.linearize import linearize
 
     torch.manual_seed(0)
-    model, data = MODELS[name](), toy_data(seed=4)
-    seen = _capture_final(monkeypatch)
+    build, implementation = MODELS[name]
+    model, data = build(), toy_data(seed=4)
     steps, bs, lr = 50, 8, 0.4
-    res = paired_sgd(model, data, lr=lr, steps=steps, batch_size=bs, seed=11, loss=loss)
-    assert res.status == "ok"
+    res = paired_sgd(model, data, lr=lr, steps=steps, batch_size=bs, seed=11, loss=loss,
+                     return_params=True, implementation=implementation)
+    assert res.status == "ok" and res.config["implementation"] == implementation
     fm = F.functional(model)
     order = train._batch_order(len(data.X_train), bs, steps, 11, "cpu")
     targets = data.Y_train if loss == "mse" else data.labels_train  # CE: integer labels
     batches = [(data.X_train[i], targets[i]) for i in order]
     x_eval = torch.cat([data.X_train, data.X_test])
     want = kernel_dynamics(fm, batches, x_eval, lr=lr, loss=loss)
-    got = linearize(fm)(F.add(seen["theta0"], seen["delta"]), x_eval)
+    got = linearize(fm)(res.params["theta_lin"], x_eval)
     moved = (want - fm(fm.params, x_eval)).abs().max()
     assert moved > 1e-2  # training moved f_lin: the comparison is not vacuous
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12 * moved.item())
@@ -322,20 +385,23 @@ def test_diverged_run_keeps_logs_and_none_metrics():
         assert value is None or isinstance(value, float)
 
 
-def test_metrics_keys_and_definitions(monkeypatch):
+@pytest.mark.parametrize("implementation", ["autograd", "mlp"])
+def test_metrics_keys_and_definitions(implementation):
     """Eq. 24 and Eq. 30 recomputed from the final parameters."""
     from weakcorr.linearize import linearize
 
     data, model = toy_data(), tiny()
-    seen = _capture_final(monkeypatch)
-    res = paired_sgd(model, data, lr=0.3, steps=10, batch_size=8, seed=2)
+    res = paired_sgd(model, data, lr=0.3, steps=10, batch_size=8, seed=2, return_params=True,
+                     implementation=implementation)
+    fm = F.functional(model)
+    seen = {"theta": res.params["theta"], "theta0": fm.params,
+            "delta": F.sub(res.params["theta_lin"], fm.params)}
     assert set(res.metrics) == {
         "mse_test", "mse_train", "c_test", "c_train", "loss_f_test", "loss_lin_test",
         "loss_f_train", "loss_lin_train", "acc_f_test", "acc_lin_test", "acc_f_train",
         "acc_lin_train", "param_distance", "param_distance_lin"}
-    fm = F.functional(model)
     f = fm(seen["theta"], data.X_test)
-    lin = linearize(fm)(F.add(seen["theta0"], seen["delta"]), data.X_test)
+    lin = linearize(fm)(res.params["theta_lin"], data.X_test)
     diff2 = ((f - lin) ** 2).sum()
     assert res.metrics["mse_test"] == pytest.approx((diff2 / len(f)).item(), rel=1e-12)
     assert res.metrics["c_test"] == pytest.approx((diff2.sqrt() / (3 * len(f))).item(), rel=1e-12)
@@ -401,7 +467,10 @@ def test_dtype_override_keeps_the_caller_model():
     (dict(eval_every=-3), r"`eval_every` must be a positive integer, got -3"),
     (dict(batch_size=41), r"`batch_size` \(41\) is larger than the training set \(40\)"),
     (dict(loss="hinge"), r"`loss` must be one of \['mse', 'cross_entropy'\], got 'hinge'"),
-], ids=["lr-negative", "steps-float", "batch-zero", "log-every", "eval-every", "batch-41", "loss-name"])
+    (dict(implementation="jax"),
+     r"`implementation` must be one of \['auto', 'autograd', 'mlp'\], got 'jax'"),
+], ids=["lr-negative", "steps-float", "batch-zero", "log-every", "eval-every", "batch-41", "loss-name",
+        "implementation"])
 def test_bad_input_messages(kwargs, match):
     args = dict(lr=0.1, steps=3, batch_size=4, seed=0) | kwargs
     with pytest.raises(ValueError, match=match):
@@ -414,13 +483,14 @@ def test_primal_cache_changes_nothing_but_the_work(monkeypatch):
     calls = []
     original = train._mlp_primal
     monkeypatch.setattr(train, "_mlp_primal", lambda *a: calls.append(1) or original(*a))
-    cached = paired_sgd(model, data, lr=0.3, steps=25, batch_size=8, seed=4, log_every=5)
+    kw = dict(lr=0.3, steps=25, batch_size=8, seed=4, log_every=5, implementation="autograd")
+    cached = paired_sgd(model, data, **kw)
     n_fresh = calls.count(1)
     repeats = train._repeat_flags(train._batch_order(40, 8, 25, 4, "cpu"), 40)
     assert n_fresh == repeats.count(False) == 5  # one epoch of 5 batches, then lookups
     monkeypatch.setattr(train, "PRIMAL_CACHE_GB", 0.0)
     calls.clear()
-    plain = paired_sgd(model, data, lr=0.3, steps=25, batch_size=8, seed=4, log_every=5)
+    plain = paired_sgd(model, data, **kw)
     assert len(calls) == 0  # without the cache the fused pass does its own forward
     for key, value in plain.metrics.items():
         assert cached.metrics[key] == pytest.approx(value, rel=1e-12, abs=1e-15), key
@@ -455,19 +525,20 @@ def test_wider_networks_stay_closer_to_their_linearization():
 
 
 @pytest.mark.slow
-def test_paired_sgd_equals_kernel_dynamics_at_width_64_float64(monkeypatch):
+@pytest.mark.parametrize("implementation", ["autograd", "mlp"])
+def test_paired_sgd_equals_kernel_dynamics_at_width_64_float64(implementation):
     """200 steps (5 epochs, cache active), GELU standard MLP: f_lin = Eq. 8 to 1e-9."""
     from weakcorr.linearize import linearize
 
     data = toy_data(n_train=40, n_test=20, d_in=5, seed=8)
     model = models.mlp(5, [64, 64], 3, activation="gelu", seed=8, dtype=torch.float64)
-    seen = _capture_final(monkeypatch)
-    paired_sgd(model, data, lr=0.2, steps=200, batch_size=8, seed=8)
+    res = paired_sgd(model, data, lr=0.2, steps=200, batch_size=8, seed=8, return_params=True,
+                     implementation=implementation)
     fm = F.functional(model)
     order = train._batch_order(40, 8, 200, 8, "cpu")
     want = kernel_dynamics(fm, [(data.X_train[i], data.Y_train[i]) for i in order],
                            data.X_test, lr=0.2)
-    got = linearize(fm)(F.add(seen["theta0"], seen["delta"]), data.X_test)
+    got = linearize(fm)(res.params["theta_lin"], data.X_test)
     torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
 
 
@@ -488,9 +559,11 @@ def test_return_params_gives_both_trained_models(name):
     from weakcorr.linearize import linearize
 
     torch.manual_seed(0)
-    model, data = MODELS[name](), toy_data(seed=4)
+    build, implementation = MODELS[name]
+    model, data = build(), toy_data(seed=4)
     steps, bs, lr = 30, 8, 0.4
-    res = paired_sgd(model, data, lr=lr, steps=steps, batch_size=bs, seed=3, return_params=True)
+    res = paired_sgd(model, data, lr=lr, steps=steps, batch_size=bs, seed=3, return_params=True,
+                     implementation=implementation)
     fm = F.functional(model)
     f_te = fm(res.params["theta"], data.X_test)
     lin_te = linearize(fm)(res.params["theta_lin"], data.X_test)
