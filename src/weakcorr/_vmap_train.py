@@ -22,9 +22,10 @@ supported; :func:`supports` says whether a list of models is, and callers fall b
 With one seed this is also ``paired_sgd``'s default implementation on CPU (``"mlp"``).
 
 Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 250 steps, 2 threads,
-each arm in fresh processes, best of 3) of K seeds together over ``paired_sgd`` one seed after
-another: 1.61x at width 64, 1.43x at 128, 1.13x at 256 over its default (these passes with one
-seed); 3.91x, 2.70x and 2.04x over its autograd implementation. At width 256 a step's products
+each arm in fresh processes, best of 3 and of 5, two runs) of K seeds together over
+``paired_sgd`` one seed after another: 1.6-1.8x at width 64, 1.4-1.5x at 128, 1.1-1.2x at 256
+over its default (these passes with one seed); 3.6-3.9x, 2.6-2.7x and 2.0x over its autograd
+implementation. At width 256 a step's products
 (x·Wᵀ, x·ΔWᵀ, both weight gradients, the hidden layers) are large enough to run at this
 machine's peak (170-200 GFLOP/s) one seed at a time, so stacking seeds saves little more than
 Python and dispatch: the batched matmuls take 13.7 of the 17.2 ms of a step of 8 seeds.
@@ -354,8 +355,9 @@ class _PairedMLPs:
 
     @torch.no_grad()
     def params(self, k: int) -> dict[str, dict[str, Tensor] | None]:
-        """Seed ``k``'s trained θ and θ0 + Δ, named as the model's parameters (``linears.i.weight``,
-        ``linears.i.bias``), as ``paired_sgd(return_params=True)`` gives them."""
+        """Seed ``k``'s trained θ and θ0 + Δ, named as the model's parameters
+        (``linears.i.weight``, ``linears.i.bias``), as ``paired_sgd(return_params=True)``
+        gives them."""
         w1, dw1 = self._first_layer_full()
         w, dw = [w1, *self.w[1:]], [dw1, *self.dw[1:]]
         theta: dict[str, Tensor] = {}

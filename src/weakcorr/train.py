@@ -198,8 +198,8 @@ def paired_sgd(
               features that are zero on the whole training set left out. Weakcorr MLPs
               (``models.mlp``) with ``linearized=True``, no ``probe_ntk``, no ``eval_every``.
               On 2 CPU threads, 250 steps of batch 128 on MNIST-5k (784 → n → n → 10 GELU):
-              faster than ``"autograd"`` by 2.4x at n = 64, 1.9x at 128, 1.8x at 256 and
-              1.3x at 1024 (benchmarks/bench_vmap_seeds.py).
+              faster than ``"autograd"`` by 2.0-2.4x at n = 64, 1.8-1.9x at 128, 1.7-1.8x at
+              256 and 1.3x at 1024 (benchmarks/bench_vmap_seeds.py).
             - ``"auto"`` (default): ``"mlp"`` where it applies on a CPU device, else
               ``"autograd"`` (``"mlp"`` has not been measured on GPUs).
 

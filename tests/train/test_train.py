@@ -178,6 +178,31 @@ def test_mlp_implementation_equals_autograd(case):
             torch.testing.assert_close(got.params[which][k], v, rtol=1e-9, atol=1e-12, msg=k)
 
 
+@settings(max_examples=20, deadline=None)
+@given(depth=st.integers(1, 3), width=st.integers(1, 9), d_out=st.integers(1, 4),
+       act=st.sampled_from(["gelu", "relu", "erf", "sigmoid", "tanh"]),
+       param=st.sampled_from(["standard", "ntk", "mup"]), bias=st.booleans(),
+       scale=st.sampled_from([1.0, 0.5, 2.0]), loss=st.sampled_from(["mse", "cross_entropy"]),
+       n_train=st.integers(2, 20), batch=st.integers(1, 20), steps=st.integers(1, 7),
+       seed=st.integers(0, 3))
+def test_mlp_implementation_equals_autograd_on_random_shapes(depth, width, d_out, act, param,
+                                                             bias, scale, loss, n_train, batch,
+                                                             steps, seed):
+    """Any MLP shape, batch size (down to 1) and step count: the two implementations agree."""
+    model = models.mlp(4, [width] * depth, d_out, activation=act, parameterization=param,
+                       bias=bias, output_scale=scale, seed=seed, dtype=torch.float64)
+    data = toy_data(n_train=n_train, n_test=5, d_in=4, d_out=d_out, seed=seed)
+    kw = dict(lr=0.2, steps=steps, batch_size=min(batch, n_train), seed=seed, loss=loss,
+              log_every=2)
+    got = paired_sgd(model, data, implementation="mlp", **kw)
+    want = paired_sgd(model, data, implementation="autograd", **kw)
+    assert (got.status, got.diverged_step) == (want.status, want.diverged_step)
+    assert got.metrics == pytest.approx(want.metrics, rel=1e-8, abs=1e-12)
+    assert len(got.logs) == len(want.logs)
+    for a, b in zip(got.logs, want.logs, strict=True):
+        assert a == pytest.approx(b, rel=1e-8, abs=1e-12)
+
+
 def test_auto_implementation_and_its_fallbacks():
     """auto takes the hand-written passes for weakcorr MLPs on CPU and autodiff otherwise;
     asking for "mlp" where it does not apply is an error that says why."""
