@@ -17,7 +17,7 @@ Only models shaped like ``weakcorr.models.MLP`` (``linears`` of ScaledLinear-lik
 ``weight``, ``bias``, ``weight_multiplier``, ``bias_multiplier``; ``act``; ``output_scale``) are
 supported; :func:`supports` says whether a list of models is, and callers fall back to
 ``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
-``eval_every``, ``linearized=False``.
+``linearized=False``.
 
 With one seed this is also ``paired_sgd``'s default implementation on CPU (``"mlp"``).
 
@@ -419,10 +419,10 @@ def paired_sgd_seeds(
         models: K initialised MLPs (θ0 of each seed); :func:`supports` must hold.
         data: the dataset (as for ``paired_sgd``).
         seeds: K batch-order seeds, one per model.
-        lr, steps, batch_size, loss, log_every, full_batch, device, dtype, return_params: as
-            for ``paired_sgd`` (shared by all seeds).
+        lr, steps, batch_size, loss, log_every, eval_every, full_batch, device, dtype,
+            return_params: as for ``paired_sgd`` (shared by all seeds).
         progress: called as ``progress(step, steps)`` after every step (of all seeds).
-        probe_ntk, eval_every: must be False / None (not supported here).
+        probe_ntk: must be False (not supported here).
 
     Returns:
         K :class:`weakcorr.train.RunResult`, in order, each equal to ``paired_sgd(models[k],
@@ -436,9 +436,9 @@ def paired_sgd_seeds(
     if len(models) != len(seeds) or not supports(models):
         raise ValueError("`models` must be same-shaped weakcorr MLPs, one per seed in `seeds`; "
                          "train other models one at a time with train.paired_sgd.")
-    if probe_ntk or eval_every is not None:
-        raise ValueError("`probe_ntk` and `eval_every` are not supported when training seeds "
-                         "together; use train.paired_sgd one seed at a time.")
+    if probe_ntk:
+        raise ValueError("`probe_ntk` is not supported when training seeds together; use "
+                         "train.paired_sgd one seed at a time.")
     allowed = [v.value for v in train.Loss]
     if loss not in allowed:
         raise ValueError(f"`loss` must be one of {allowed}, got {loss!r}.")
@@ -446,6 +446,8 @@ def paired_sgd_seeds(
     train._check_positive("lr", lr)
     train._check_positive("steps", steps, integer=True)
     train._check_positive("log_every", log_every, integer=True)
+    if eval_every is not None:
+        train._check_positive("eval_every", eval_every, integer=True)
     n_train = len(data.X_train)
     if not full_batch:
         train._check_positive("batch_size", batch_size, integer=True)
@@ -466,7 +468,7 @@ def paired_sgd_seeds(
     for m, s in zip(models, seeds, strict=True):
         config = {"lr": float(lr), "steps": steps, "batch_size": bs, "seed": s,
                   "loss": kind.value, "log_every": log_every, "linearized": True,
-                  "probe_ntk": False, "full_batch": full_batch, "eval_every": None,
+                  "probe_ntk": False, "full_batch": full_batch, "eval_every": eval_every,
                   "n_params": fm.n_params, "model": repr(m), "n_train": n_train,
                   "n_test": len(x_te), "seed_batch": k_seeds, "implementation": "mlp"}
         results.append(train.RunResult(
@@ -508,6 +510,18 @@ def paired_sgd_seeds(
                 if alive[k]:
                     results[k].logs[-1].update(param_distance=math.sqrt(d_f[k]),
                                                param_distance_lin=math.sqrt(d_lin[k]))
+        if eval_every is not None and (step % eval_every == 0 or last):
+            # Eq. 30 on the test set after this update, as paired_sgd logs it: in the step's
+            # entry at a logging step, else in an entry of its own.
+            f_te, lin_te = nets.outputs(x_te)
+            mse = ((f_te - lin_te) ** 2).sum(-1).mean(-1).tolist()
+            for k in range(k_seeds):
+                if not alive[k]:
+                    continue
+                if logging:
+                    results[k].logs[-1]["mse_test"] = mse[k]
+                else:
+                    results[k].logs.append({"step": step, "mse_test": mse[k]})
         if progress is not None:
             progress(step + 1, steps)
     # Dead seeds were restored after every update: the stacks hold every seed's final state.

@@ -132,14 +132,14 @@ def run_group(configs: Sequence[Mapping[str, Any]], *, device: str | None = None
               ) -> list[dict[str, Any]]:
     """Train runs that differ only in their seed; together (stacked weights) when possible.
 
-    With more than one config and a model that :mod:`weakcorr._vmap_train` supports, the seeds
-    are trained together (same results as :func:`run` on each, to float tolerance); otherwise
-    one after another.
+    With more than one config, a model that :mod:`weakcorr._vmap_train` supports and no
+    ``logging.probe_ntk``, the seeds are trained together (same results as :func:`run` on
+    each, to float tolerance); otherwise one after another.
 
     Returns:
         One record per config, in order.
     """
-    if len(configs) > 1:
+    if len(configs) > 1 and not configs[0]["logging"]["probe_ntk"]:
         ds = load_data(configs[0]["data"], configs[0]["training"]["dtype"])
         mlps = [build_model(c, ds.X_train.shape[1], ds.Y_train.shape[1]) for c in configs]
         if _vmap_train.supports(mlps):

@@ -144,3 +144,33 @@ def test_fitted_features_pad_to_aligned_rows():
     assert _vmap_train._fitted_features(torch.ones(5, 40)) is None  # nothing to leave out
     assert _vmap_train._fitted_features(torch.ones(5, 20) * (torch.arange(20) < 17)) is None
     assert _vmap_train._fitted_features(torch.zeros(5, 40)) is None  # degenerate: keep all
+
+
+@pytest.mark.parametrize("logging", [{"every": 4, "eval_every": 3},
+                                     {"every": 4, "probe_ntk": True}],
+                         ids=["eval_every", "probe_ntk"])
+def test_sweep_seed_groups_with_test_evaluation_or_ntk_probe(logging):
+    """A sweep's seed group with eval_every trains together and logs Eq. 30 on the test set as
+    one seed at a time does; with probe_ntk (not supported together) it falls back to one seed
+    at a time. Both used to fail every run of the group."""
+    from weakcorr import config, experiments
+
+    cfg = config.load({
+        "name": "group", "model": {"widths": [12], "depth": 2},
+        "data": {"name": "teacher", "n_train": 48, "n_test": 20},
+        "training": {"steps": 11, "batch_size": 8, "lr0": 0.2, "alphas": [0],
+                     "dtype": "float64"},
+        "seeds": 3, "logging": logging})
+    runs = config.expand(cfg)
+    group = experiments.run_group(runs)
+    for got, run_cfg in zip(group, runs, strict=True):
+        want = experiments.run(run_cfg)
+        assert got["status"] == want["status"] == "ok", got.get("error")
+        assert got["train_config"].get("seed_batch") == (3 if "eval_every" in logging else None)
+        assert got["metrics"] == pytest.approx(want["metrics"], rel=1e-9, abs=1e-12)
+        assert [e["step"] for e in got["logs"]] == [e["step"] for e in want["logs"]]
+        for a, b in zip(got["logs"], want["logs"], strict=True):
+            assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    probe = "kernel_change" if "probe_ntk" in logging else "mse_test"
+    assert [e["step"] for e in group[0]["logs"] if probe in e] == (
+        [0, 3, 6, 9, 10] if probe == "mse_test" else [0, 4, 8, 10])

@@ -145,7 +145,7 @@ def test_progress_is_called():
 
 
 IMPLEMENTATION_CASES = {
-    "tanh-std-mse": (dict(activation="tanh"), dict(loss="mse")),
+    "tanh-std-mse-eval": (dict(activation="tanh"), dict(loss="mse", eval_every=3)),
     "relu-ntk-nobias-xent": (dict(activation="relu", parameterization="ntk", bias=False),
                              dict(loss="cross_entropy")),
     "gelu-mup-scaled-fullbatch": (dict(activation="gelu", parameterization="mup",
@@ -169,7 +169,8 @@ def test_mlp_implementation_equals_autograd(case):
     assert got.config["width"] == 8 and want.config["implementation"] == "autograd"
     assert got.status == want.status == "ok" and got.seed == want.seed
     assert got.metrics == pytest.approx(want.metrics, rel=1e-9, abs=1e-12)
-    assert len(got.logs) == len(want.logs) == 4
+    assert [e["step"] for e in got.logs] == [e["step"] for e in want.logs]
+    assert len(want.logs) == (7 if "eval_every" in train_kw else 4)  # + Eq. 30 at 3, 6, 9
     for a, b in zip(got.logs, want.logs, strict=True):
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
     for which in ("theta", "theta_lin"):
@@ -184,16 +185,16 @@ def test_mlp_implementation_equals_autograd(case):
        param=st.sampled_from(["standard", "ntk", "mup"]), bias=st.booleans(),
        scale=st.sampled_from([1.0, 0.5, 2.0]), loss=st.sampled_from(["mse", "cross_entropy"]),
        n_train=st.integers(2, 20), batch=st.integers(1, 20), steps=st.integers(1, 7),
-       seed=st.integers(0, 3))
+       eval_every=st.sampled_from([None, 1, 2, 5]), seed=st.integers(0, 3))
 def test_mlp_implementation_equals_autograd_on_random_shapes(depth, width, d_out, act, param,
                                                              bias, scale, loss, n_train, batch,
-                                                             steps, seed):
+                                                             steps, eval_every, seed):
     """Any MLP shape, batch size (down to 1) and step count: the two implementations agree."""
     model = models.mlp(4, [width] * depth, d_out, activation=act, parameterization=param,
                        bias=bias, output_scale=scale, seed=seed, dtype=torch.float64)
     data = toy_data(n_train=n_train, n_test=5, d_in=4, d_out=d_out, seed=seed)
     kw = dict(lr=0.2, steps=steps, batch_size=min(batch, n_train), seed=seed, loss=loss,
-              log_every=2)
+              log_every=2, eval_every=eval_every)
     got = paired_sgd(model, data, implementation="mlp", **kw)
     want = paired_sgd(model, data, implementation="autograd", **kw)
     assert (got.status, got.diverged_step) == (want.status, want.diverged_step)
@@ -215,15 +216,15 @@ def test_auto_implementation_and_its_fallbacks():
     seq = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).double()
     assert used(tiny()) == "mlp"
     assert used(tiny(), probe_ntk=True) == "autograd"
-    assert used(tiny(), eval_every=1) == "autograd"
+    assert used(tiny(), eval_every=1) == "mlp"
     assert used(tiny(), linearized=False) == "autograd"
     assert used(seq) == "autograd"
     assert used(tiny(), implementation="autograd") == "autograd"
     with pytest.raises(ValueError, match=r"`implementation='mlp'` does not apply: the model is "
                                          r"not a weakcorr MLP .*, got Sequential; use "):
         paired_sgd(seq, data, implementation="mlp", **kw)
-    with pytest.raises(ValueError, match=r"does not apply: probe_ntk or eval_every is set"):
-        paired_sgd(tiny(), data, implementation="mlp", eval_every=1, **kw)
+    with pytest.raises(ValueError, match=r"does not apply: probe_ntk=True"):
+        paired_sgd(tiny(), data, implementation="mlp", probe_ntk=True, **kw)
     with pytest.raises(ValueError, match=r"does not apply: linearized=False"):
         paired_sgd(tiny(), data, implementation="mlp", linearized=False, **kw)
 
