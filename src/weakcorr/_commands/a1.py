@@ -22,10 +22,11 @@ Datasets: mnist5k (bundled) always; mnist, fashion-mnist, cifar10 (grayscale) wh
 data.data_dir holds them (subfolders mnist/, fashion-mnist/, cifar10/).
 
 Cost of paper-a1 on 2 CPU cores, one worker (measured): a width-1024, 3-hidden-layer run takes
-about 25 s for the correlations at init and about 50 s for 1,000 full-batch steps of f and
-f_lin; 216 runs (3 activations x 3 depths x 8 widths x 3 seeds, 1 seed trained) took 50 min,
-so the preset's 288 runs (with GELU) about 65 min. Runs go in order of width, so an
-interrupted sweep has every net at the smaller widths; rerun to resume.
+about 25 s for the correlations at init and about 43 s for 1,000 full-batch steps of f and
+f_lin (58 s before training took paired_sgd's hand-written passes); 216 runs (3 activations x
+3 depths x 8 widths x 3 seeds, 1 seed trained) took 50 min then, so the preset's 288 runs (with
+GELU) at most about 65 min. Runs go in order of width, so an interrupted sweep has every net at
+the smaller widths; rerun to resume.
 """
 
 
