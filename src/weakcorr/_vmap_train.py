@@ -185,10 +185,18 @@ class _PairedMLPs:
         if self.b1_pair is not None:
             self.b[0], self.db[0] = self.b1_pair[:, :, :n1], self.b1_pair[:, :, n1:]
         self.row_offsets = torch.arange(0, k * len(x_train), len(x_train), device=device)[:, None]
-        self.cache: tuple[list[Tensor], list[Tensor], Tensor] | None = None
+        self.cache = self.theta0_pass(self.x_fit, self.w0_fit)
+
+    def theta0_pass(self, x: Tensor, w_first: Tensor | None = None
+                    ) -> tuple[list[Tensor], list[Tensor], Tensor] | None:
+        """θ0's pass (:meth:`_theta0_pass`) on x [N, d] shared by the seeds, to keep and reuse
+        (``w_first``: θ0's first-layer weights over x's features; default all of them); None
+        when its activations would take more than :data:`CACHE_BYTES`."""
+        k = self.w0[0].shape[0]
         hidden = sum(w.shape[1] for w in self.w0[:-1])
-        if 2 * k * len(x_train) * hidden * x_train.element_size() <= CACHE_BYTES:
-            self.cache = self._theta0_pass(self.x_fit.expand(k, *self.x_fit.shape), self.w0_fit)
+        if 2 * k * len(x) * hidden * x.element_size() > CACHE_BYTES:
+            return None
+        return self._theta0_pass(x.expand(k, *x.shape), self.w0[0] if w_first is None else w_first)
 
     def _first_layer_full(self) -> tuple[Tensor, Tensor]:
         """θ's and Δ's first-layer weights [K, n1, d_in] over all input features."""
@@ -321,22 +329,25 @@ class _PairedMLPs:
             t[k].copy_(saved)
 
     @torch.no_grad()
-    def outputs(self, x: Tensor, *, training_set: bool = False, chunk: int = 1024
-                ) -> tuple[Tensor, Tensor]:
+    def outputs(self, x: Tensor, *, training_set: bool = False,
+                theta0: tuple[list[Tensor], list[Tensor], Tensor] | None = None,
+                chunk: int = 1024) -> tuple[Tensor, Tensor]:
         """f(θ)(x) and f_lin(θ0 + Δ)(x) of every seed, [K, N, d_out], for x [N, d_in] shared
-        by the seeds (``training_set``: x is the training set, whose θ0 pass is cached)."""
+        by the seeds (``training_set``: x is the training set, whose θ0 pass is cached;
+        ``theta0``: :meth:`theta0_pass` of x, kept by the caller, else computed here)."""
         k = self.w0[0].shape[0]
         if training_set:
             x, (w1, dw1), w01 = self.x_fit, (self.w[0], self.dw[0]), self.w0_fit
+            theta0 = self.cache
         else:
             (w1, dw1), w01 = self._first_layer_full(), self.w0[0]
         f_parts, lin_parts = [], []
         for j in range(0, len(x), chunk):
             xc = x[j:j + chunk].expand(k, -1, -1)
-            if training_set and self.cache is not None:
-                slopes0 = [s[:, j:j + chunk] for s in self.cache[1]]
-                hs0 = [xc] + [h[:, j:j + chunk] for h in self.cache[0]]
-                f0 = self.cache[2][:, j:j + chunk]
+            if theta0 is not None:
+                slopes0 = [s[:, j:j + chunk] for s in theta0[1]]
+                hs0 = [xc] + [h[:, j:j + chunk] for h in theta0[0]]
+                f0 = theta0[2][:, j:j + chunk]
             else:
                 h0s, slopes0, f0 = self._theta0_pass(xc, w01)
                 hs0 = [xc, *h0s]
@@ -478,6 +489,8 @@ def paired_sgd_seeds(
     alive = [True] * k_seeds
     first: list[float | None] = [None] * k_seeds
     frozen: dict[int, list[Tensor]] = {}  # diverged seeds' θ and Δ
+    # θ0's pass on the test set, once, when the test set is evaluated during training too.
+    test0 = nets.theta0_pass(x_te) if eval_every is not None else None
     for step in range(steps):
         idx = orders[:, step]
         loss_f, loss_lin, disc, ctx = nets.forward(idx, y_tr, kind)
@@ -513,7 +526,7 @@ def paired_sgd_seeds(
         if eval_every is not None and (step % eval_every == 0 or last):
             # Eq. 30 on the test set after this update, as paired_sgd logs it: in the step's
             # entry at a logging step, else in an entry of its own.
-            f_te, lin_te = nets.outputs(x_te)
+            f_te, lin_te = nets.outputs(x_te, theta0=test0)
             mse = ((f_te - lin_te) ** 2).sum(-1).mean(-1).tolist()
             for k in range(k_seeds):
                 if not alive[k]:
@@ -525,7 +538,7 @@ def paired_sgd_seeds(
         if progress is not None:
             progress(step + 1, steps)
     # Dead seeds were restored after every update: the stacks hold every seed's final state.
-    outputs = {"test": (*nets.outputs(x_te), y_te, data.labels_test),
+    outputs = {"test": (*nets.outputs(x_te, theta0=test0), y_te, data.labels_test),
                "train": (*nets.outputs(x_tr, training_set=True), y_tr, data.labels_train)}
     d_f, d_lin = nets.sq_distances()
     for k in range(k_seeds):
