@@ -123,7 +123,11 @@ def _sequence_ops(prefix: str, module: nn.Module) -> list[Op] | None:
         return [ActOp(module)]
     if isinstance(module, nn.Sequential):
         ops: list[Op] = []
-        for name, child in module.named_children():
+        # Not named_children(): it yields a module used twice (a shared activation, a tied
+        # Linear) once, and the chain would skip its second use.
+        for name, child in module._modules.items():
+            if child is None:
+                continue
             sub = _sequence_ops(f"{prefix}.{name}" if prefix else name, child)
             if sub is None:
                 return None

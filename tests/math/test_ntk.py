@@ -36,8 +36,16 @@ def _seq(bias: bool) -> nn.Module:
                          nn.Linear(5, 3, bias=bias)).double()
 
 
+def _shared_activation() -> nn.Module:
+    """One Tanh module used twice: the chain must apply it at both places."""
+    torch.manual_seed(0)
+    act = nn.Tanh()
+    return nn.Sequential(nn.Linear(4, 5), act, nn.Linear(5, 5), act, nn.Linear(5, 3)).double()
+
+
 MODELS = {
     "seq-bias": lambda: _seq(True),
+    "seq-shared-activation": _shared_activation,
     "seq-nobias": lambda: _seq(False),
     "seq-output-sigmoid": lambda: nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3),
                                                 nn.Sigmoid()).double(),
@@ -88,6 +96,18 @@ def test_all_implementations_match_brute_force(name, impl, inputs):
 def test_generic_module(impl, inputs):
     torch.manual_seed(0)
     fm = F.functional(Residual().double())
+    assert not supports_structured(fm)
+    x1, x2 = inputs
+    torch.testing.assert_close(empirical_ntk(fm, x1, x2, implementation=impl),
+                               brute_ntk(fm, x1, x2), rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("impl", ["jacobian", "vp", "auto"], ids=["jacobian", "vp", "auto"])
+def test_tied_linear_is_not_a_chain(impl, inputs):
+    """A Linear used twice (tied weights) is no chain of distinct layers: auto falls back."""
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4)
+    fm = F.functional(nn.Sequential(lin, nn.Tanh(), lin, nn.Tanh(), nn.Linear(4, 3)).double())
     assert not supports_structured(fm)
     x1, x2 = inputs
     torch.testing.assert_close(empirical_ntk(fm, x1, x2, implementation=impl),
