@@ -38,12 +38,13 @@ import torch
 from . import config as _config
 from ._claims import ClaimingRunStore
 from ._executors import DaskExecutor, DaskLocalExecutor, SupervisedPoolExecutor
-from .results import FINISHED, RunStore, run_id
+from .results import FINISHED, MANIFEST, RunStore, run_id
 
 __all__ = [
     "DaskExecutor", "DaskLocalExecutor", "Executor", "InProcessExecutor", "LocalPoolExecutor",
     "PerRun", "RunOutcome", "RunTask", "Runner", "SupervisedPoolExecutor", "SweepEvent",
-    "SweepPlan", "SweepSummary", "execute_all", "execute_task", "plan", "run_sweep",
+    "SweepPlan", "SweepSummary", "check_out_dir", "execute_all", "execute_task", "plan",
+    "run_sweep",
 ]
 
 T = TypeVar("T")
@@ -302,6 +303,66 @@ def _check_device(device: str | None) -> None:
     raise ValueError(f"`device` must be 'cpu' or 'cuda', got {device!r}")
 
 
+# What runs of one directory may differ in: the grid and how it is executed. Everything else
+# (model, data, training, logging) is the protocol, which the report's fits pool over.
+_GRID_FIELDS = {("model", "widths"), ("training", "alphas"), ("seeds",), ("execution",),
+                ("name",), ("description",)}
+
+
+def _protocol(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The config's fields outside the grid, flattened: {"training.steps": 250, ...}."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg_dict.items():
+        if (key,) in _GRID_FIELDS:
+            continue
+        if isinstance(value, Mapping):
+            for sub, v in value.items():
+                if (key, sub) not in _GRID_FIELDS:
+                    flat[f"{key}.{sub}"] = v
+        else:
+            flat[key] = value
+    return flat
+
+
+def check_out_dir(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] | None:
+    """Check that the sweep can write into ``store``'s directory; returns its manifest (or None).
+
+    The directory must be a directory (or not exist yet). If it holds a sweep already, that
+    sweep must have the same protocol: only ``model.widths``, ``training.alphas``, ``seeds``
+    and ``execution`` may change, so that a directory can grow by widths, α or seeds while its
+    runs stay comparable (the report fits all of them together).
+
+    Raises:
+        ValueError: naming ``out_dir``, what it holds, and the fix.
+    """
+    root = store.root
+    for path in (root, store.runs_dir):
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"`out_dir` {str(root)!r}: {str(path)!r} is a file, not a directory; "
+                             "pass a new or existing sweep directory as --out")
+    old = store.read_manifest()
+    if old is None:
+        if (root / MANIFEST).exists():
+            raise ValueError(f"`out_dir` {str(root)!r}: {MANIFEST} is unreadable; pass a new "
+                             "directory as --out (or delete the damaged file)")
+        return None
+    if old.get("kind", "a2") != "a2" or not isinstance(old.get("config"), Mapping):
+        raise ValueError(f"`out_dir` {str(root)!r} holds a sweep of another kind "
+                         f"({old.get('kind', 'unknown')!r}, e.g. `weakcorr a1`); pass a new "
+                         "directory as --out")
+    before, now = _protocol(old["config"]), _protocol(_config.to_dict(cfg))
+    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+               for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    if changed:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4
+                                          else "")
+        raise ValueError(f"`out_dir` {str(root)!r} holds a sweep of another protocol ({shown}); "
+                         "its runs would be fitted together with these. Pass a new directory as "
+                         "--out; into this one, only model.widths, training.alphas, seeds and "
+                         "execution may change")
+    return old
+
+
 def run_sweep(
     cfg: _config.SweepConfig,
     out_dir: str,
@@ -335,11 +396,14 @@ def run_sweep(
         A :class:`SweepSummary`.
 
     Raises:
-        ValueError: bad ``device``/``workers``; FileNotFoundError: dataset not found.
+        ValueError: bad ``device``/``workers``, or an ``out_dir`` that is a file or holds a
+        sweep of another protocol (:func:`check_out_dir`); FileNotFoundError: dataset not found.
     """
     _check_device(device)
     if workers < 1:
         raise ValueError(f"`workers` must be >= 1, got {workers}")
+    store = store or ClaimingRunStore(out_dir)
+    old_manifest = check_out_dir(cfg, store)
     if check_data or runner is None:
         from . import experiments  # torch models and datasets: only when runs are real
 
@@ -352,12 +416,13 @@ def run_sweep(
                 field = "data.data_dir" if cfg.data.data_dir else "data.name"
                 raise type(err)(f"`{field}` ({cfg.data.name!r}): {err}") from None
         runner = runner or experiments.run_group
-    store = store or ClaimingRunStore(out_dir)
     start = time.perf_counter()
     the_plan = plan(cfg, store, retry_failed=retry_failed)
     from . import __version__
 
-    store.write_manifest({"config": _config.to_dict(cfg), "run_ids": list(the_plan.run_ids),
+    # The run ids of every sweep into this directory (one protocol: check_out_dir), in order.
+    run_ids = list(dict.fromkeys([*(old_manifest or {}).get("run_ids", []), *the_plan.run_ids]))
+    store.write_manifest({"kind": "a2", "config": _config.to_dict(cfg), "run_ids": run_ids,
                           "weakcorr_version": __version__})
     store.remove_stale_temp()
     tasks = _tasks(cfg, the_plan, store, runner, device)

@@ -177,6 +177,47 @@ def test_bad_arguments_write_nothing(tmp_path, kwargs, match):
     assert not (tmp_path / "x").exists()
 
 
+def test_a_directory_grows_by_grid_but_keeps_one_protocol(tmp_path):
+    """More widths, α or seeds into a sweep's directory: accepted, the manifest lists every
+    run. Another protocol (steps, lr_factor, logging, ...) or kind: refused before anything is
+    written, since the report fits all runs of a directory together."""
+    out = tmp_path / "sweep"
+    sweep.run_sweep(_cfg(), str(out), runner=fake_runner, check_data=False)
+    sweep.run_sweep(_cfg(seeds=4, training__alphas=[-1]), str(out), runner=fake_runner,
+                    check_data=False)
+    manifest = RunStore(out).read_manifest()
+    first = [run_id(c) for c in config.expand(_cfg())]
+    grown = [run_id(c) for c in config.expand(_cfg(seeds=4))]
+    assert manifest["run_ids"][:N_SMALL] == first and set(manifest["run_ids"]) <= set(grown)
+    assert len(manifest["run_ids"]) == N_SMALL + 3  # seed 3 at α = -1, three widths
+    assert manifest["kind"] == "a2" and manifest["config"]["seeds"] == [0, 1, 2, 3]
+    before = (out / "sweep.json").read_text(), _snapshot(out)
+    for overrides, field in (({"training__steps": 30}, "training.steps: 20 -> 30"),
+                             ({"training__lr_factor": "sqrt(n)"}, "training.lr_factor: '1' -> "),
+                             ({"logging__every": 2}, "logging.every: 5 -> 2")):
+        with pytest.raises(ValueError, match=f"holds a sweep of another protocol \\({field}"):
+            sweep.run_sweep(_cfg(**overrides), str(out), runner=fake_runner, check_data=False)
+    assert ((out / "sweep.json").read_text(), _snapshot(out)) == before
+    a1 = tmp_path / "a1"
+    RunStore(a1).write_manifest({"kind": "a1", "config": {}})
+    with pytest.raises(ValueError, match="holds a sweep of another kind \\('a1'"):
+        sweep.run_sweep(_cfg(), str(a1), runner=fake_runner, check_data=False)
+    assert not (a1 / "runs").exists()
+
+
+@pytest.mark.parametrize("where", ["out", "runs"])
+def test_out_dir_that_is_a_file_is_an_error(tmp_path, where):
+    out = tmp_path / "x"
+    if where == "out":
+        out.write_text("")
+    else:
+        out.mkdir()
+        (out / "runs").write_text("")
+    with pytest.raises(ValueError, match=r"`out_dir` .* is a file, not a directory"):
+        sweep.run_sweep(_cfg(), str(out), runner=fake_runner, check_data=False)
+    assert where == "out" or sorted(p.name for p in out.iterdir()) == ["runs"]
+
+
 def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "a.json"
     atomic_write_json(path, {"v": 1})
