@@ -91,16 +91,23 @@ def alternating_maximization(
     Args:
         partial: ``partial(vectors, k)`` -> gradient of the form with respect to argument k.
         start: the initial vectors (normalised here).
-        tol: stop when a sweep changes the value by at most ``tol`` times the value.
+        tol: stop when the value's remaining rise, extrapolated from the last two sweeps,
+            is at most ``tol`` times the value (see below).
         max_iter: the maximum number of sweeps.
 
     Returns:
         ``(value, vectors, converged, sweeps)``.
+
+    The value never falls from one update to the next and converges linearly: the rises δ_t of
+    successive sweeps shrink by a factor ρ = δ_t / δ_{t-1}, so δ_t ρ / (1 - ρ) is what remains.
+    Stopping at a small rise alone (δ_t <= tol · value) stopped slow runs 50-100x tol short of
+    the maximum (C^{1,1} of a small sigmoid net: 8e-5 relative below it with tol = 1e-6).
     """
     vs = [v / v.norm() for v in start]
     value = -math.inf
+    rise = math.inf
     for sweep in range(1, max_iter + 1):
-        previous = value
+        previous, previous_rise = value, rise
         for k in range(len(vs)):
             p = partial(vs, k)
             p_norm = float(p.norm())
@@ -113,8 +120,11 @@ def alternating_maximization(
                 return 0.0, vs, True, sweep
             vs[k] = p / p_norm
             value = p_norm
-        if abs(value - previous) <= tol * value:
-            return value, vs, True, sweep
+        rise = abs(value - previous)
+        if rise <= tol * value:
+            rate = rise / previous_rise if previous_rise > 0 else 0.0
+            if rise == 0.0 or (rate < 1.0 and rise * rate / (1.0 - rate) <= tol * value):
+                return value, vs, True, sweep
     return value, vs, False, max_iter
 
 

@@ -51,6 +51,23 @@ def test_power_method_on_a_matrix_reaches_the_largest_singular_value():
     assert float(vs[0] @ M @ vs[1]) == pytest.approx(value, rel=1e-12)
 
 
+@pytest.mark.parametrize("ratio", [0.9, 0.99, 0.995])
+def test_converged_means_within_tol_of_the_maximum_on_slow_runs(ratio):
+    """Singular values 1 and ``ratio``: the value rises by factors ~ratio² per sweep, so a run
+    stopped at its first rise below tol would sit ~ratio²/(1 - ratio²) tol short (50x at 0.99).
+    A run that says converged is within a few tol of the largest singular value, 1."""
+    Q1 = torch.linalg.qr(_randn(7, 7, seed=6)).Q
+    Q2 = torch.linalg.qr(_randn(5, 5, seed=7)).Q
+    M = Q1[:, :5] @ torch.diag(torch.tensor([1.0, ratio, 0.5, 0.3, 0.1],
+                                            dtype=torch.float64)) @ Q2.T
+    tol = 1e-8
+    value, _, converged, sweeps = alternating_maximization(
+        lambda vs, k: partial_contraction(M, vs, k), [_unit(7, 8), _unit(5, 9)],
+        tol=tol, max_iter=100_000)
+    assert converged and sweeps > 5
+    assert 0.0 <= 1.0 - value <= 3 * tol
+
+
 def test_scalars_and_vectors():
     assert subordinate_norm(torch.tensor(-2.5, dtype=torch.float64)).value == 2.5
     assert subordinate_norm(torch.tensor([3.0, -4.0])).value == pytest.approx(5.0)
