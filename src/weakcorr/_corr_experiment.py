@@ -15,6 +15,7 @@ import json
 import math
 import os
 import platform
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,8 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+#: The largest seed (torch generators take 64-bit seeds; numpy's take any).
+MAX_SEED = 2**63 - 1
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _PARAMETERIZATIONS = ("standard", "ntk", "mup")
 
@@ -69,33 +72,44 @@ class CorrelationSweep:
     data_dir: str | None = field(default=None, compare=False)
 
     def validate(self) -> None:
-        """Raise ValueError naming the first bad field."""
+        """Raise ValueError naming the first bad field by its `weakcorr correlations` flag."""
         if not self.widths or any(int(w) < 1 for w in self.widths):
-            raise ValueError(f"`widths` must be one or more integers >= 1, got {self.widths!r}.")
+            raise ValueError(
+                f"`--width` must be one or more integers >= 1, got {_args(self.widths)}."
+            )
+        if len(set(self.widths)) != len(self.widths):
+            raise ValueError(f"`--width` must not repeat a width, got {_args(self.widths)}.")
         for name in ("depth", "n_inputs", "seeds"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)!r}.")
+                raise ValueError(f"`{_flag(name)}` must be >= 1, got {getattr(self, name)!r}.")
+        for name in ("seed_offset", "data_seed"):
+            if not 0 <= int(getattr(self, name)) <= MAX_SEED:
+                raise ValueError(f"`{_flag(name)}` must be an integer >= 0 (and < 2**63), "
+                                 f"got {getattr(self, name)!r}.")
+        if self.seed_offset + self.seeds - 1 > MAX_SEED:
+            raise ValueError(f"`--seed-offset` {self.seed_offset} with `--seeds` {self.seeds} "
+                             "gives seeds of 2**63 or more; pass a smaller --seed-offset.")
         if not self.orders or any(not 1 <= int(k) <= 6 for k in self.orders):
             raise ValueError(
-                f"`orders` must be one or more integers in 1..6, got {self.orders!r}; e.g. 2 3."
+                f"`--orders` must be one or more integers in 1..6, got {_args(self.orders)}; "
+                "e.g. 2 3."
             )
-        if self.dtype not in _DTYPES:
-            raise ValueError(f"`dtype` must be one of {sorted(_DTYPES)}, got {self.dtype!r}.")
-        if self.parameterization not in _PARAMETERIZATIONS:
-            raise ValueError(
-                f"`parameterization` must be one of {list(_PARAMETERIZATIONS)}, "
-                f"got {self.parameterization!r}."
-            )
-        methods = [m.value for m in C.DiagonalMethod]
-        if self.method not in methods:
-            raise ValueError(f"`method` must be one of {methods}, got {self.method!r}.")
+        if len(set(self.orders)) != len(self.orders):
+            raise ValueError(f"`--orders` must not repeat an order, got {_args(self.orders)}.")
+        for name, allowed in (("activation", [a.value for a in _models.Activation]),
+                              ("parameterization", list(_PARAMETERIZATIONS)),
+                              ("dataset", [d.value for d in _data.DatasetName]),
+                              ("dtype", list(_DTYPES)),
+                              ("method", [m.value for m in C.DiagonalMethod])):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"`{_flag(name)}` must be one of {', '.join(allowed)}, "
+                                 f"got {getattr(self, name)!r}.")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"`lr` must be a finite number > 0, got {self.lr!r}.")
-        device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
-                f"`device` is {self.device!r} but CUDA is not available here; use --device cpu."
-            )
+            raise ValueError(f"`--lr` must be a finite number > 0, got {self.lr!r}.")
+        if not (math.isfinite(self.max_memory_gb) and self.max_memory_gb > 0):
+            raise ValueError(f"`--max-memory-gb` must be a finite number > 0, got "
+                             f"{self.max_memory_gb!r}; e.g. 4.")
+        _check_device(self.device)
 
     def runs(self) -> list[tuple[int, int]]:
         """The (width, seed) pairs, widths outer."""
@@ -106,6 +120,36 @@ class CorrelationSweep:
         out = asdict(self)
         out["widths"], out["orders"] = list(self.widths), list(self.orders)
         return out
+
+
+def _flag(name: str) -> str:
+    """The `weakcorr correlations` flag of a field."""
+    return {"widths": "--width"}.get(name, "--" + name.replace("_", "-"))
+
+
+def _args(values: tuple[Any, ...]) -> str:
+    """Values as they were typed after a flag: ``8 16``."""
+    return repr(" ".join(map(str, values)))
+
+
+def _check_device(device: str) -> None:
+    bad = (f"`--device` must be cpu, cuda or cuda:K (a CUDA device index), got {device!r}; "
+           "e.g. --device cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(bad) from None
+    if dev.type == "cpu":
+        return
+    if dev.type != "cuda":
+        raise ValueError(bad)
+    if not torch.cuda.is_available():
+        raise ValueError(f"`--device` is {device!r} but CUDA is not available here; "
+                         "use --device cpu.")
+    count = torch.cuda.device_count()
+    if dev.index is not None and dev.index >= count:
+        raise ValueError(f"`--device` is {device!r} but this machine has {count} CUDA "
+                         f"device(s); use cuda:0..cuda:{count - 1}.")
 
 
 def run_id(width: int, seed: int) -> str:
@@ -132,6 +176,66 @@ def _config_key(config: CorrelationSweep, width: int) -> dict[str, Any]:
     return keep
 
 
+def _protocol(record_config: dict[str, Any]) -> dict[str, Any]:
+    """A record's settings that every record of one directory shares (all but the width)."""
+    return {k: v for k, v in record_config.items() if k != "width"}
+
+
+def check_out_dir(config: CorrelationSweep, out_dir: str | os.PathLike[str]) -> None:
+    """Check before any work that ``out_dir`` can take the records of ``config``.
+
+    ``out_dir`` must be a directory or creatable as one, and the records already in it must
+    have the same settings: a record is named by width and seed only, so records of other
+    settings would be overwritten or summarised together with these. Only the widths, the
+    seeds (--seeds, --seed-offset), --device, --max-memory-gb and --data-dir may differ.
+
+    Raises:
+        ValueError: naming ``--out``, what is wrong, and the fix.
+    """
+    root = Path(out_dir)
+    shown = repr(str(out_dir))
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"`--out` {shown} is a file, not a directory; pass a new or existing "
+                         "directory as --out.")
+    if not root.exists():
+        for parent in root.parents:
+            if parent.exists():
+                if not parent.is_dir():
+                    raise ValueError(f"`--out` {shown} cannot be created: {str(parent)!r} is a "
+                                     "file, not a directory; pass another --out.")
+                break
+        return
+    if (root / "sweep.json").exists():
+        raise ValueError(f"`--out` {shown} is a `weakcorr sweep`/`a1` directory (it holds "
+                         "sweep.json); pass a new directory as --out.")
+    now = _protocol(_config_key(config, 0))
+    changed: dict[str, str] = {}
+    for path in sorted(root.glob("corr_w*_s*.json")):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue  # an unreadable record is recomputed and overwritten
+        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
+            continue
+        before = _protocol(record["config"])
+        for key in sorted(set(before) | set(now)):
+            if before.get(key) != now.get(key) and key not in changed:
+                changed[key] = (f"{_flag(key)} {_shown(before.get(key))} in {path.name}, "
+                                f"{_shown(now.get(key))} now")
+    if changed:
+        raise ValueError(f"`--out` {shown} holds records of other settings "
+                         f"({'; '.join(changed.values())}); they would be overwritten or "
+                         "summarised with these. Pass a new directory as --out (into this one, "
+                         "only --width, --seeds, --seed-offset, --device, --max-memory-gb and "
+                         "--data-dir may change).")
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list):
+        return _args(tuple(value))
+    return "(unset)" if value is None else repr(value)
+
+
 def _order_metrics(values: torch.Tensor) -> dict[str, Any]:
     v = values.double()
     return {
@@ -146,10 +250,26 @@ def _order_metrics(values: torch.Tensor) -> dict[str, Any]:
 
 def _load_inputs(config: CorrelationSweep) -> tuple[torch.Tensor, int]:
     """The first ``n_inputs`` training inputs, flattened, and the output dimension d_y."""
-    ds = _data.load(
-        config.dataset, n_train=config.n_inputs, n_test=1, seed=config.data_seed,
-        data_dir=config.data_dir,
-    )
+    try:
+        ds = _data.load(
+            config.dataset, n_train=config.n_inputs, n_test=1, seed=config.data_seed,
+            data_dir=config.data_dir,
+        )
+    except (ValueError, FileNotFoundError) as err:
+        msg = str(err)
+        size = re.search(r"has (\d+) samples available, but `(n_train(?: \+ n_test)?)`", msg)
+        if size is not None:  # too many inputs: one sample more is drawn as the test split
+            available, pooled = int(size[1]), "n_test" in size[2]
+            most = available - 1 if pooled else available
+            has = (f"it has {available} samples and 1 is drawn as a test sample" if pooled
+                   else f"its training files have {available} samples")
+            raise ValueError(
+                f"`--n-inputs` {config.n_inputs} is too many for --dataset {config.dataset!r}: "
+                f"{has}; pass --n-inputs {most} or fewer."
+            ) from None
+        # data.load names its parameters; name the flags instead.
+        msg = msg.replace("`data_dir`", "`--data-dir`").replace("data_dir=", "--data-dir ")
+        raise type(err)(msg) from None
     X = torch.as_tensor(ds.X_train)
     X = X.reshape(X.shape[0], -1).to(dtype=_DTYPES[config.dtype], device=config.device)
     Y = torch.as_tensor(ds.Y_train)
@@ -201,14 +321,22 @@ def run_sweep(
 
     Args:
         config: the sweep.
-        out_dir: folder for the records (created); None keeps them in memory only.
+        out_dir: folder for the records (created); None keeps them in memory only. Its records
+            must have the same settings (:func:`check_out_dir`).
         resume: reuse an existing record whose configuration matches.
         progress: ``progress(n_done, n_total)`` over all (input, output) pairs of the sweep.
 
     Returns:
         The records, in the order of ``config.runs()``.
+
+    Raises:
+        ValueError: a bad field, an ``out_dir`` that is a file or holds records of other
+            settings, or a dataset that cannot give ``n_inputs`` inputs;
+        FileNotFoundError: a dataset's files are missing.
     """
     config.validate()
+    if out_dir is not None:
+        check_out_dir(config, out_dir)
     runs = config.runs()
     X, d_out = _load_inputs(config)
     records: list[dict[str, Any]] = []

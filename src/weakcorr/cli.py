@@ -8,7 +8,9 @@ commands stay independent; this module only assembles them and handles errors.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
+import os
 import sys
 
 # Subcommand modules under weakcorr._commands, in the order `weakcorr --help` lists them.
@@ -33,6 +35,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _file_in_the_way(path: str) -> str | None:
+    """The first existing component of ``path`` that is not a directory (ENOTDIR's culprit)."""
+    parts = os.path.normpath(path).split(os.sep)
+    for k in range(1, len(parts)):
+        head = os.sep.join(parts[:k]) or os.sep
+        if os.path.lexists(head) and not os.path.isdir(head):
+            return head
+    return None
+
+
+def os_error_message(err: OSError, out: str | None = None) -> str:
+    """One line for an OSError of a command: the path, the system's reason and the fix.
+
+    Errors raised with a message of our own (no ``strerror``) are shown as they are. A path
+    under ``out`` (the command's ``--out``) names the flag.
+    """
+    if not err.strerror:
+        return str(err)
+    reason = f"{err.strerror} [Errno {err.errno}]" if err.errno else err.strerror
+    path = err.filename
+    if path is None:
+        return reason
+    path = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    what = f"{path!r}: {reason}"
+    if err.filename2 is not None:
+        what = f"{path!r} -> {os.fsdecode(err.filename2)!r}: {reason}"
+    if err.errno == errno.ENOTDIR:
+        blocker = _file_in_the_way(path)
+        if blocker is not None:
+            what += f" ({blocker!r} is a file)"
+    if out is not None:
+        root, full = os.path.abspath(out), os.path.abspath(path)
+        # the directory itself, a file in it, or a parent that could not be created
+        if full == root or full.startswith(root + os.sep) or root.startswith(full + os.sep):
+            if full == root and err.filename2 is None:
+                what = what[len(f"{path!r}: "):]
+            return (f"`--out` {out!r}: {what}; pass a directory that can be created or "
+                    "written to as --out")
+    return f"{what}; check the path and its permissions"
+
+
 def main(argv: list[str] | None = None) -> int:
     from ._memory import tune_malloc
 
@@ -44,8 +87,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except ValueError as err:
         print(f"weakcorr {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # FileNotFoundError (a message of ours), FileExistsError, EACCES, ...
+        message = os_error_message(err, getattr(args, "out", None))
+        print(f"weakcorr {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"weakcorr {args.command}: interrupted", file=sys.stderr)

@@ -286,6 +286,7 @@ class SweepSummary:
     ran: int
     counts: dict[str, int]
     wall_time_s: float
+    skipped_failed: int = 0  # of ``skipped``: failed runs left as they are (no retry_failed)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
@@ -431,8 +432,11 @@ def run_sweep(
         executor = InProcessExecutor() if workers == 1 else SupervisedPoolExecutor(workers)
     counts = execute_all(tasks, executor, total=the_plan.total, skipped=the_plan.skipped,
                          start=start, progress=progress, shutdown=own_executor)
+    todo = set(the_plan.todo)
+    skipped_failed = sum(the_plan.states[rid] == "failed" and rid not in todo
+                         for rid in the_plan.run_ids)
     return SweepSummary(str(out_dir), the_plan.total, the_plan.skipped, len(the_plan.todo),
-                        counts, time.perf_counter() - start)
+                        counts, time.perf_counter() - start, skipped_failed)
 
 
 def execute_all(tasks: Sequence[RunTask], executor: Any, *, total: int, skipped: int,

@@ -98,17 +98,83 @@ def test_table_is_printed(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra,match",
     [
-        (["--orders", "0"], "`orders` must be one or more integers in 1..6"),
-        (["--width", "0"], "`widths` must be one or more integers >= 1"),
-        (["--lr", "-1"], "`lr` must be a finite number > 0"),
+        (["--orders", "0"], "`--orders` must be one or more integers in 1..6, got '0'"),
+        (["--orders", "2", "2"], "`--orders` must not repeat an order, got '2 2'"),
+        (["--width", "0"], "`--width` must be one or more integers >= 1, got '0'"),
+        (["--lr", "-1"], "`--lr` must be a finite number > 0"),
+        (["--max-memory-gb", "nan"], "`--max-memory-gb` must be a finite number > 0, got nan"),
+        (["--activation", "swish"], "`--activation` must be one of relu, gelu"),
+        (["--dataset", "imagenet"], "`--dataset` must be one of mnist5k"),
         (["--device", "cuda:7"] if not torch.cuda.is_available() else ["--seeds", "0"],
-         "`device`" if not torch.cuda.is_available() else "`seeds` must be >= 1"),
+         "`--device` is 'cuda:7' but CUDA is not available here" if not torch.cuda.is_available()
+         else "`--seeds` must be >= 1"),
+        (["--device", "gpu"], ("`--device` must be cpu, cuda or cuda:K (a CUDA device index), "
+                               "got 'gpu'")),
+        (["--device", "meta"], "`--device` must be cpu, cuda or cuda:K"),
+        (["--data-seed", "-1"], "`--data-seed` must be an integer >= 0 (and < 2**63), got -1"),
+        (["--seed-offset", "-1"], "`--seed-offset` must be an integer >= 0 (and < 2**63), got -1"),
+        (["--seed-offset", str(2**63)], "`--seed-offset` must be an integer >= 0"),
+        (["--seed-offset", str(2**63 - 1)],
+         "`--seed-offset` 9223372036854775807 with `--seeds` 2 gives seeds of 2**63 or more"),
+        (["--n-inputs", "5000"], ("`--n-inputs` 5000 is too many for --dataset 'mnist5k': it has "
+                                  "5000 samples and 1 is drawn as a test sample; pass --n-inputs "
+                                  "4999 or fewer.")),
+        (["--dataset", "mnist"], "`--data-dir` is required for dataset 'mnist'"),
     ],
-    ids=["orders", "width", "lr", "device"],
+    ids=["orders", "orders-repeated", "width", "lr", "max-memory", "activation", "dataset",
+         "device", "device-gpu", "device-meta", "data-seed", "seed-offset", "seed-offset-big",
+         "seeds-past-2**63", "n-inputs", "data-dir"],
 )
-def test_bad_arguments_exit_2_with_the_argument_named(extra, match, capsys):
-    assert cli.main([*ARGS, *extra]) == 2
-    assert match in capsys.readouterr().err
+def test_bad_arguments_exit_2_with_the_argument_named(extra, match, capsys, tmp_path):
+    out = tmp_path / "out"
+    assert cli.main([*ARGS, *extra, "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("weakcorr correlations: error: "), captured.err
+    assert match in lines[0]
+    assert captured.out == "" and not out.exists()
+
+
+def test_out_that_is_a_file_or_under_one_is_refused_before_any_work(tmp_path, capsys,
+                                                                     monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("computed before checking --out")
+
+    monkeypatch.setattr(experiment, "_load_inputs", no_work)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    assert cli.main([*ARGS, "--out", str(afile)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"weakcorr correlations: error: `--out` {str(afile)!r} is a file, not a directory; "
+        "pass a new or existing directory as --out.")
+    assert cli.main([*ARGS, "--out", str(afile / "sub")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"weakcorr correlations: error: `--out` {str(afile / 'sub')!r} cannot be created: "
+        f"{str(afile)!r} is a file, not a directory; pass another --out.")
+    (tmp_path / "sweep.json").write_text("{}")
+    assert cli.main([*ARGS, "--out", str(tmp_path)]) == 2
+    assert "is a `weakcorr sweep`/`a1` directory" in capsys.readouterr().err
+    assert afile.read_text() == "mine"
+
+
+def test_out_with_records_of_other_settings_is_refused(tmp_path, capsys):
+    out = tmp_path / "corr"
+    base = [*ARGS[:3], *ARGS[4:], "--seeds", "1", "--orders", "2", "--out", str(out)]
+    assert cli.main(base) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert cli.main([*base, "--n-inputs", "4", "--activation", "gelu"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"weakcorr correlations: error: `--out` {str(out)!r} holds records of "
+                          "other settings (--activation 'tanh' in corr_w4_s0.json, 'gelu' now; "
+                          "--n-inputs 3 in corr_w4_s0.json, 4 now)"), err
+    assert "Pass a new directory as --out" in err and len(err.splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing overwritten
+    # More widths and seeds (and another device or memory budget) may go into the same folder.
+    assert cli.main([*base, "--width", "4", "16", "--seeds", "2", "--max-memory-gb", "1"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*before, "corr_w4_s1.json", "corr_w16_s0.json", "corr_w16_s1.json"])
+    assert {n: (out / n).read_bytes() for n in before} == before  # w4_s0 reused
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):

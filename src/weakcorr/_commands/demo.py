@@ -12,6 +12,10 @@ from typing import Any
 
 from .sweep import add_sweep_arguments, execute, summary_line
 
+# Many small runs: two single-threaded worker processes use two cores best. Only executors
+# that start local workers take this default; inprocess and dask (a cluster) get 1.
+LOCAL_EXECUTORS = ("auto", "local", "dask-local")
+
 
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
@@ -22,19 +26,27 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--out", default="runs/demo", metavar="DIR",
                    help="the sweep directory (default runs/demo)")
-    add_sweep_arguments(p)
-    # Many small runs: two single-threaded worker processes use two cores best.
-    p.set_defaults(func=run, workers=min(2, os.cpu_count() or 1))
+    add_sweep_arguments(p, workers_default="2 (1 on a one-core machine) with --executor auto, "
+                        "local or dask-local; 1 with inprocess or dask")
+    p.set_defaults(func=run)
+
+
+def default_workers(executor: str) -> int:
+    """The worker count of `demo` without --workers."""
+    return min(2, os.cpu_count() or 1) if executor in LOCAL_EXECUTORS else 1
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import report as _report
 
+    if args.workers is None:
+        args.workers = default_workers(args.executor)
     summary = execute(args, "demo", args.out)
     rep = _report.write_report(args.out)
     if args.json:
-        print(json.dumps({"sweep": summary.to_dict(), "report": str(rep.markdown),
-                          "figure": str(rep.width_scaling_png), "summary": rep.summary}))
+        print(json.dumps({"sweep": summary.to_dict(),
+                          "report": str(rep.markdown), "figure": str(rep.width_scaling_png),
+                          "summary": rep.summary}))
         return 0
     print(f"demo sweep: {summary_line(summary)}")
     for row in rep.summary["paper_comparison"]:

@@ -43,10 +43,11 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by `sweep` and `demo`."""
-    p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="local worker processes (torch threads are divided among them)")
+def add_sweep_arguments(p: argparse.ArgumentParser, *, workers_default: str = "1") -> None:
+    """Options shared by `sweep` and `demo`; ``workers_default`` is what --help says."""
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="local worker processes (torch threads are divided among them; "
+                   f"default {workers_default})")
     p.add_argument("--executor", default="auto", metavar="KIND",
                    help="auto (in-process, or local processes with --workers > 1), inprocess, "
                    "local, dask (a cluster: --scheduler) or dask-local (a LocalCluster of "
@@ -88,10 +89,11 @@ def execute(args: argparse.Namespace, source: str, out: str) -> Any:
     """Load the config and run the sweep; returns the summary."""
     from .. import _executors, config, sweep
 
-    if args.workers < 1:
-        raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+    workers = 1 if args.workers is None else args.workers
+    if workers < 1:
+        raise ValueError(f"`--workers` must be >= 1, got {workers}")
     try:
-        executor = _executors.make_executor(args.executor, workers=args.workers,
+        executor = _executors.make_executor(args.executor, workers=workers,
                                             scheduler=args.scheduler, collect=args.collect)
     except ImportError as err:
         raise ValueError(str(err)) from None
@@ -99,22 +101,36 @@ def execute(args: argparse.Namespace, source: str, out: str) -> Any:
         cfg = config.load(source, args.overrides)
         update, close = progress_bar(args, cfg.name)
         try:
-            return sweep.run_sweep(cfg, out, executor=executor, workers=args.workers,
-                                   device=args.device, retry_failed=args.retry_failed,
-                                   progress=update)
+            summary = sweep.run_sweep(cfg, out, executor=executor, workers=workers,
+                                      device=args.device, retry_failed=args.retry_failed,
+                                      progress=update)
         finally:
             close()
     finally:
         if executor is not None:
             executor.shutdown()
+    return summary
 
 
 def summary_line(summary: Any) -> str:
-    """One human line about a finished sweep."""
+    """One human line about a finished sweep; its counts add up to the number of runs.
+
+    ``summary.skipped`` holds the finished runs and the ``skipped_failed`` failed ones that
+    were not retried; ``summary.ran`` the runs this sweep ran and those another sweep
+    sharing the directory had claimed (``counts["claimed-elsewhere"]``).
+    """
     c = summary.counts
-    return (f"{summary.total} runs ({summary.skipped} already done, {summary.ran} run now: "
-            f"{c.get('ok', 0)} ok, {c.get('diverged', 0)} diverged, {c.get('failed', 0)} failed) "
-            f"in {summary.wall_time_s:.0f} s -> {summary.out_dir}")
+    skipped_failed = getattr(summary, "skipped_failed", 0)
+    claimed = c.get("claimed-elsewhere", 0)
+    parts = [f"{summary.skipped - skipped_failed} already done"]
+    if skipped_failed:
+        parts.append(f"{skipped_failed} failed before and skipped (--retry-failed redoes them)")
+    if claimed:
+        parts.append(f"{claimed} claimed by another sweep")
+    parts.append(f"{summary.ran - claimed} run now: {c.get('ok', 0)} ok, "
+                 f"{c.get('diverged', 0)} diverged, {c.get('failed', 0)} failed")
+    return (f"{summary.total} runs ({', '.join(parts)}) in {summary.wall_time_s:.0f} s "
+            f"-> {summary.out_dir}")
 
 
 def run(args: argparse.Namespace) -> int:
