@@ -271,9 +271,15 @@ def _repeat_flags(batches_cpu: list[Tensor], n: int) -> list[bool]:
 
 
 def _diverged(entry: Mapping[str, float], first: float) -> bool:
+    """Whether a loss of ``entry`` is not finite or over 1e6 times the first one in size.
+
+    Magnitudes, so that a loss that can be negative (cross-entropy with targets that are not
+    probability vectors) is not "diverged" at once; the same test for losses >= 0.
+    """
+    limit = DIVERGENCE_FACTOR * max(abs(first), 1e-12)
     for key in ("loss_f", "loss_lin"):
         value = entry.get(key)
-        if value is not None and (not math.isfinite(value) or value > DIVERGENCE_FACTOR * max(first, 1e-12)):
+        if value is not None and (not math.isfinite(value) or abs(value) > limit):
             return True
     return False
 

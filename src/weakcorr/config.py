@@ -33,6 +33,7 @@ import functools
 import importlib.resources
 import math
 import pathlib
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,6 +74,11 @@ class Loss(enum.StrEnum):
 
 DATASETS = ("mnist5k", "digits", "teacher", "mnist", "fashion-mnist", "cifar10")
 DTYPES = ("float32", "float64")
+# Samples in the bundled datasets (weakcorr.data.load): n_train + n_test must fit in them.
+BUNDLED_SIZES = {"mnist5k": 5000, "digits": 1797}
+MAX_SEED = 2**31 - 1  # seeds seed torch and numpy generators: keep them in int32
+MAX_SEEDS = 100_000  # seeds per sweep (the paper uses 100)
+_MAX_WIDTHS = 10_000  # widths of a {start, stop, per_doubling} spec
 
 
 @dataclass(frozen=True)
@@ -160,10 +166,17 @@ _TOP_KEYS = ("name", "description", "model", "data", "training", "seeds", "loggi
 
 # --------------------------------------------------------------------------- r(n) expressions
 
+def _pow(a: float, b: float) -> float:
+    out = a**b
+    if isinstance(out, complex):  # a negative base to a non-integer power
+        raise ValueError(f"({a:g}) ** {b:g} is not a real number")
+    return out
+
+
 _FUNCS: dict[str, Callable[[float], float]] = {"sqrt": math.sqrt, "log": math.log, "exp": math.exp}
 _BINOPS: dict[type, Callable[[float, float], float]] = {
     ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b, ast.Pow: lambda a, b: a**b,
+    ast.Div: lambda a, b: a / b, ast.Pow: _pow,
 }
 
 
@@ -267,7 +280,7 @@ def _fail(path: str, value: Any, need: str) -> ValueError:
     return ValueError(f"`{path}` must be {need}, got {_describe(value)}")
 
 
-def _int(path: str, value: Any, *, minimum: int | None = None) -> int:
+def _int(path: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -275,6 +288,8 @@ def _int(path: str, value: Any, *, minimum: int | None = None) -> int:
             raise _fail(path, value, "an integer" + (f" >= {minimum}" if minimum is not None else ""))
     if minimum is not None and value < minimum:
         raise _fail(path, value, f"an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise _fail(path, value, f"an integer <= {maximum}")
     return int(value)
 
 
@@ -335,7 +350,22 @@ def _widths(path: str, value: Any) -> tuple[int, ...]:
         start = _int(f"{path}.start", spec["start"], minimum=1)
         stop = _int(f"{path}.stop", spec["stop"], minimum=start)
         per = _int(f"{path}.per_doubling", spec["per_doubling"], minimum=1)
-        return geometric_widths(start, stop, per)
+        text = f"{{start: {start}, stop: {stop}, per_doubling: {per}}}"
+        count = per * math.log2(stop / start) + 1
+        if count > _MAX_WIDTHS:
+            raise ValueError(f"`{path}` = {text} gives about {count:.0f} widths, more than "
+                             f"{_MAX_WIDTHS}; use a smaller per_doubling")
+        widths = geometric_widths(start, stop, per)
+        distinct = len(set(widths))
+        if distinct < len(widths):
+            # per_doubling <= safe puts consecutive widths >= 1 apart: rounding keeps them apart
+            safe = max(1, int(1 / math.log2(1 + 1 / start)))
+            raise ValueError(
+                f"`{path}.per_doubling` = {per} repeats widths: {text} gives {len(widths)} widths "
+                f"but only {distinct} distinct ones after rounding to integers; use a smaller "
+                f"per_doubling (at most {safe} keeps every width from {start} distinct)"
+            )
+        return widths
     if not isinstance(value, (list, tuple)) or not value:
         raise _fail(path, value, "a non-empty list of integers or {start, stop, per_doubling}")
     widths = tuple(_int(f"{path}[{i}]", w, minimum=1) for i, w in enumerate(value))
@@ -347,17 +377,26 @@ def _widths(path: str, value: Any) -> tuple[int, ...]:
 def _seeds(value: Any) -> tuple[int, ...]:
     if isinstance(value, Mapping):
         spec = _mapping("seeds", value, ("start", "count"))
-        start = _int("seeds.start", spec.get("start", 0), minimum=0)
-        count = _int("seeds.count", _required("seeds", spec, "count", "5"), minimum=1)
+        start = _int("seeds.start", spec.get("start", 0), minimum=0, maximum=MAX_SEED)
+        count = _int("seeds.count", _required("seeds", spec, "count", "5"), minimum=1,
+                     maximum=MAX_SEEDS)
+        if start + count - 1 > MAX_SEED:
+            raise ValueError(f"`seeds.count` = {count} from seeds.start = {start} reaches seed "
+                             f"{start + count - 1}, but seeds must be <= {MAX_SEED} (they seed "
+                             "torch generators); lower seeds.start or seeds.count")
         return tuple(range(start, start + count))
     if isinstance(value, (list, tuple)):
         if not value:
             raise _fail("seeds", value, "a count, a non-empty list or {start, count}")
-        seeds = tuple(_int(f"seeds[{i}]", s, minimum=0) for i, s in enumerate(value))
+        if len(value) > MAX_SEEDS:
+            raise ValueError(f"`seeds` must list at most {MAX_SEEDS} seeds, got {len(value)}; "
+                             "use fewer seeds")
+        seeds = tuple(_int(f"seeds[{i}]", s, minimum=0, maximum=MAX_SEED)
+                      for i, s in enumerate(value))
         if len(set(seeds)) != len(seeds):
             raise _fail("seeds", list(value), "a list without repeated seeds")
         return seeds
-    return tuple(range(_int("seeds", value, minimum=1)))
+    return tuple(range(_int("seeds", value, minimum=1, maximum=MAX_SEEDS)))
 
 
 def _model(raw: Any) -> ModelConfig:
@@ -384,13 +423,21 @@ def _model(raw: Any) -> ModelConfig:
 def _data(raw: Any) -> DataConfig:
     raw = _mapping("data", raw, _field_names(DataConfig))
     data_dir = _str("data.data_dir", raw.get("data_dir"), optional=True)
-    return DataConfig(
+    out = DataConfig(
         name=_choice("data.name", _required("data", raw, "name", "mnist5k"), DATASETS),
         n_train=_int("data.n_train", _required("data", raw, "n_train", "4000"), minimum=1),
         n_test=_int("data.n_test", _required("data", raw, "n_test", "1000"), minimum=1),
         data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
         seed=_int("data.seed", raw.get("seed", 0), minimum=0),
     )
+    size = BUNDLED_SIZES.get(out.name)
+    if size is not None and out.n_train + out.n_test > size:
+        raise ValueError(
+            f"`data.n_train` + `data.n_test` must be <= {size} (the samples of {out.name}), got "
+            f"{out.n_train} + {out.n_test} = {out.n_train + out.n_test}; lower data.n_train or "
+            "data.n_test"
+        )
+    return out
 
 
 def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig:
@@ -430,6 +477,18 @@ def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig
         if not (math.isfinite(r) and r > 0):
             raise ValueError(f"`training.lr_factor` = {factor!r} must be finite and > 0 at every "
                              f"width, got {r} at n = {w}")
+    for i, alpha in enumerate(alphas):
+        for w in widths:
+            try:
+                lr = lr_at(out, w, alpha)
+            except OverflowError:
+                lr = math.inf
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError(
+                    f"`training.alphas[{i}]` = {alpha:g} gives lr = lr0 · n^alpha · r(n) = {lr:g} "
+                    f"at width n = {w} (lr0 = {out.lr0:g}); the learning rate must be finite and "
+                    "> 0: use an alpha nearer 0, or change training.lr0 or training.lr_factor"
+                )
     return out
 
 
@@ -471,6 +530,10 @@ def from_dict(raw: Any) -> SweepConfig:
     model = _model(raw["model"])
     data = _data(raw["data"])
     training = _training(raw["training"], model.widths, data.n_train)
+    if training.loss == Loss.CROSS_ENTROPY and data.name == "teacher":
+        raise ValueError("`training.loss` = 'cross_entropy' needs class targets, but `data.name` = "
+                         "'teacher' has regression targets (not probability vectors: the loss can "
+                         "be negative); use training.loss: mse with teacher, or a class dataset")
     return SweepConfig(
         model=model, data=data, training=training, seeds=_seeds(raw["seeds"]),
         logging=_logging(raw.get("logging") or {}, training.steps),
@@ -498,11 +561,64 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that also reads YAML 1.2 floats: ``1e-3``, ``1E5``, ``1e+3``, ``.5``.
+
+    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so ``1e-3`` would
+    be the string ``'1e-3'``.
+    """
+
+
+_ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"
+               r"|^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)$"),
+    list("-+0123456789."),
+)
+
+
+def _duplicate_key(node: yaml.Node, path: str) -> tuple[str, int, int] | None:
+    """The first key that a mapping of ``node`` repeats: (dotted path, first line, second line)."""
+    todo, seen_nodes = [(node, path)], set()
+    while todo:
+        node, path = todo.pop()
+        if id(node) in seen_nodes:  # an alias of a node already checked
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[tuple[str, str], int] = {}
+            for key, value in node.value:
+                if key.tag == "tag:yaml.org,2002:merge":
+                    continue
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                where = f"{path}.{name}" if path else str(name)
+                if name is not None:
+                    if (key.tag, name) in lines:
+                        return where, lines[key.tag, name], key.start_mark.line + 1
+                    lines[key.tag, name] = key.start_mark.line + 1
+                todo.append((value, where))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((v, f"{path}[{i}]") for i, v in enumerate(node.value))
+    return None
+
+
 def _read_yaml(text: str, source: str) -> Any:
+    """Parse ``text`` with :class:`_ConfigLoader`; repeated mapping keys are an error."""
+    loader = _ConfigLoader(text)
     try:
-        return yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _duplicate_key(node, "")
+        if duplicate is not None:
+            key, first, second = duplicate
+            raise ValueError(f"{source} has the key `{key}` twice (lines {first} and {second}); "
+                             "only the last would count, so keep one")
+        return loader.construct_document(node)
     except yaml.YAMLError as err:
         raise ValueError(f"{source} is not valid YAML: {err}".replace("\n", " ")) from None
+    finally:
+        loader.dispose()
 
 
 def load_raw(source: str | pathlib.Path) -> dict[str, Any]:
@@ -533,8 +649,20 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+# Fields that are themselves mappings, so `--set` reaches their keys: the valid keys, an example.
+_MAPPING_FIELDS: dict[tuple[str, ...], tuple[tuple[str, ...], str]] = {
+    ("model", "widths"): (("start", "stop", "per_doubling"),
+                          "{start: 64, stop: 1024, per_doubling: 4}"),
+    ("seeds",): (("start", "count"), "{start: 0, count: 5}"),
+}
+
+
 def apply_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply ``key.sub=value`` overrides (values parsed as YAML) to a raw config.
+
+    Sections take ``section.key=value``; the mappings ``model.widths`` ({start, stop,
+    per_doubling}) and ``seeds`` ({start, count}) also take ``model.widths.stop=512`` and
+    ``seeds.count=3`` where the config already writes them as mappings.
 
     >>> apply_overrides({"training": {"steps": 250}}, ["training.steps=20"])
     {'training': {'steps': 20}}
@@ -548,20 +676,51 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ..
                                  f"{', '.join(_TOP_KEYS)}")
             out[keys[0]] = value
             continue
-        section, *rest = keys
-        if section not in _SECTIONS:
+        *parents, key = keys
+        if tuple(parents) in _MAPPING_FIELDS:
+            _override_mapping_field(out, parents, key, value, item)
+            continue
+        section = keys[0]
+        if section in ("name", "description"):
+            raise ValueError(f"--set {item!r}: `{section}` has no sub-keys; write {section}=VALUE")
+        if section not in _SECTIONS and section != "seeds":
             raise ValueError(f"unknown section `{section}` in --set {item!r}; sections with "
-                             f"sub-keys: {', '.join(_SECTIONS)}")
-        if len(rest) != 1:
-            raise ValueError(f"--set {item!r}: `{section}.{rest[0]}` has no sub-keys; "
-                             f"write {section}.{rest[0]}=VALUE")
+                             f"sub-keys: {', '.join(_SECTIONS)}, seeds")
+        if section == "seeds" or len(keys) != 2:
+            containers = {(s,) for s in _SECTIONS} | set(_MAPPING_FIELDS)
+            depth = max(n for n in range(1, len(keys)) if tuple(keys[:n]) in containers)
+            field_ = ".".join(keys[:depth + 1])
+            raise ValueError(f"--set {item!r}: `{field_}` has no sub-keys; "
+                             f"write {field_}=VALUE")
         node = out.get(section)
         if node is None:
             node = out[section] = {}
         if not isinstance(node, dict):
             raise ValueError(f"--set {item!r}: `{section}` is not a mapping in the config")
-        node[rest[0]] = value
+        node[key] = value
     return out
+
+
+def _override_mapping_field(out: dict[str, Any], parents: list[str], key: str, value: Any,
+                            item: str) -> None:
+    """``--set model.widths.stop=512``: set one key of a field that is written as a mapping."""
+    valid, example = _MAPPING_FIELDS[tuple(parents)]
+    path = ".".join(parents)
+    node: Any = out
+    for i, name in enumerate(parents):
+        if not isinstance(node, dict):
+            raise ValueError(f"--set {item!r}: `{'.'.join(parents[:i])}` is not a mapping in the "
+                             "config")
+        if node.get(name) is None:
+            node[name] = {}
+        node = node[name]
+    if not isinstance(node, dict):
+        raise ValueError(
+            f"--set {item!r}: `{path}` is {_describe(node)} in this config, not a mapping with "
+            f"keys {', '.join(valid)}; set the whole mapping instead, e.g. "
+            f"--set '{path}={example}'"
+        )
+    node[key] = value  # unknown keys are named (with the valid ones) by validation
 
 
 def load(source: str | pathlib.Path | Mapping[str, Any], overrides: list[str] | tuple[str, ...] = ()

@@ -94,3 +94,16 @@ def test_file_datasets_skipped_without_data_dir(tmp_path):
     cfg = _a1.from_dict(tiny(datasets=["digits", "mnist"], data={"data_dir": str(tmp_path)}))
     ok, skipped = _a1.resolve_datasets(cfg)
     assert ok == ["digits"] and "mnist" in skipped
+
+
+def test_scientific_notation_and_duplicate_keys(tmp_path):
+    """A.1 configs read YAML 1.2 floats (1e-1) and reject repeated keys, as sweep configs do."""
+    cfg = _a1.load_config("a1-demo", ["training.lr=1e-1", "correlations.lr=5E-1",
+                                      "training.steps=2e1"])
+    assert (cfg.training.lr, cfg.correlations.lr, cfg.training.steps) == (0.1, 0.5, 20)
+    path = tmp_path / "c.yaml"
+    path.write_text("datasets: [digits]\nmodel: {widths: [4, 8]}\ntraining: {lr: 1e-2}\n")
+    assert _a1.load_config(str(path)).training.lr == 0.01
+    path.write_text("datasets: [digits]\nmodel: {widths: [4, 8]}\nmodel: {widths: [16]}\n")
+    with pytest.raises(ValueError, match=r"has the key `model` twice \(lines 2 and 3\)"):
+        _a1.load_config(str(path))

@@ -73,6 +73,25 @@ BAD = [
     ("execution.seed_batch", 0, ["`execution.seed_batch`", ">= 1"]),
     ("optimizer", "adam", ["unknown key `optimizer`", "valid keys: name, description, model"]),
     ("model", _DELETE, ["section `model` is missing"]),
+    # lr = lr0 n^alpha r(n) must be finite and > 0 at every (width, alpha) of the grid
+    ("training.alphas", [0, 1000], ["`training.alphas[1]`", "= 1000", "lr", "= inf",
+                                    "width n = 8", "alpha nearer 0"]),
+    ("training.alphas", [-1000], ["`training.alphas[0]`", "= -1000", "lr", "= 0 at width n = 8",
+                                  "finite and > 0"]),
+    ("training.lr_factor", "(-n) ** 0.5", ["`training.lr_factor`", "not a real number",
+                                           "n = 8", "sqrt(n) / 32"]),
+    ("training.loss", "cross_entropy", ["`training.loss`", "`data.name`", "'teacher'",
+                                        "regression targets", "use training.loss: mse"]),
+    ("seeds", 10**20, ["`seeds`", "<= 100000", "100000000000000000000 (int)"]),
+    ("seeds", [0, 2**31], ["`seeds[1]`", "<= 2147483647", "2147483648 (int)"]),
+    ("seeds", {"start": 2**31, "count": 1}, ["`seeds.start`", "<= 2147483647"]),
+    ("seeds", {"start": 2**31 - 1, "count": 2}, ["`seeds.count`", "reaches seed 2147483648",
+                                                 "lower seeds.start or seeds.count"]),
+    ("seeds", {"count": 10**20}, ["`seeds.count`", "<= 100000"]),
+    ("model.widths", {"start": 8, "stop": 16, "per_doubling": 100},
+     ["`model.widths.per_doubling` = 100", "101 widths", "only 9 distinct", "at most 5"]),
+    ("model.widths", {"start": 8, "stop": 16, "per_doubling": 10**9},
+     ["`model.widths`", "about 1000000001 widths", "more than 10000", "smaller per_doubling"]),
 ]
 
 
@@ -203,3 +222,146 @@ def test_bad_yaml_file(tmp_path):
     path.write_text("model: [unclosed\n")
     with pytest.raises(ValueError, match=re.escape(str(path)) + " is not valid YAML"):
         config.load(str(path))
+
+
+def test_lr_overflow_at_the_widest_width():
+    """lr0 n^alpha finite at n = 8 but inf at n = 16: named with the width and the lr0."""
+    raw = _with("training.lr0", 1.0e306)
+    raw["training"]["alphas"] = [0, 2]
+    with pytest.raises(ValueError) as info:
+        config.from_dict(raw)
+    msg = str(info.value)
+    for frag in ("`training.alphas[1]`", "= 2", "= inf at width n = 16", "lr0 = 1e+306"):
+        assert frag in msg, msg
+
+
+def test_cross_entropy_with_class_datasets_still_loads():
+    cfg = config.load("demo", ["training.loss=cross_entropy"])
+    assert cfg.training.loss == "cross_entropy" and cfg.data.name == "mnist5k"
+
+
+@pytest.mark.parametrize("start", [1, 2, 3, 8, 32, 100, 2048])
+def test_suggested_per_doubling_keeps_widths_distinct(start):
+    raw = _with("model.widths", {"start": start, "stop": 2 * start, "per_doubling": 2 * start + 2})
+    with pytest.raises(ValueError, match="repeats widths") as info:
+        config.from_dict(raw)
+    safe = int(re.search(r"at most (\d+) keeps", str(info.value)).group(1))
+    widths = config.from_dict(_with("model.widths", {"start": start, "stop": 2 * start,
+                                                     "per_doubling": safe})).model.widths
+    assert len(widths) == safe + 1 and len(set(widths)) == len(widths)
+
+
+@pytest.mark.parametrize("name,size", [("mnist5k", 5000), ("digits", 1797)])
+def test_bundled_dataset_size_names_n_train_and_n_test(name, size):
+    raw = _with("data", {"name": name, "n_train": size - 100, "n_test": 1000})
+    with pytest.raises(ValueError) as info:
+        config.from_dict(raw)
+    msg = str(info.value)
+    for frag in ("`data.n_train` + `data.n_test`", f"<= {size}", f"= {size + 900}",
+                 "lower data.n_train or data.n_test"):
+        assert frag in msg, msg
+    assert "data.name" not in msg
+    cfg = config.from_dict(_with("data", {"name": name, "n_train": size - 100, "n_test": 100}))
+    assert cfg.data.n_train + cfg.data.n_test == size
+
+
+# YAML 1.2 floats (PyYAML alone reads YAML 1.1, where 1e-3 is a string)
+@pytest.mark.parametrize("item,get,want", [
+    ("training.lr0=1e-3", lambda c: c.training.lr0, 1e-3),
+    ("training.lr0=1.0e3", lambda c: c.training.lr0, 1e3),
+    ("training.lr0=1e+3", lambda c: c.training.lr0, 1e3),
+    ("training.lr0=1E-1", lambda c: c.training.lr0, 0.1),
+    ("training.lr0=.5", lambda c: c.training.lr0, 0.5),
+    ("training.alphas=[0, -2e-4, -1e0]", lambda c: c.training.alphas, (0.0, -2e-4, -1.0)),
+    ("training.lr_factor=1e-3", lambda c: config.evaluate_expression(c.training.lr_factor, 5),
+     1e-3),
+    ("training.lr_factor='1e-3 * n'", lambda c: c.training.lr_factor, "1e-3 * n"),
+    ("training.steps=1e1", lambda c: c.training.steps, 10),
+    ("model.widths={start: 8, stop: 1.6e1, per_doubling: 1}", lambda c: c.model.widths, (8, 16)),
+    ("seeds=3e0", lambda c: c.seeds, (0, 1, 2)),
+], ids=["neg-exp", "dot-exp", "plus-exp", "upper", "leading-dot", "list", "factor", "quoted",
+        "int-steps", "int-widths", "int-seeds"])
+def test_scientific_notation_in_overrides(item, get, want):
+    assert get(config.load("demo", [item])) == want
+
+
+def test_scientific_notation_in_yaml_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {widths: [8, 16]}\ndata: {name: teacher, n_train: 6.4e1, n_test: 32}\n"
+                    "training: {steps: 5, batch_size: 8, lr0: 1e-1, alphas: [0, -5E-1]}\n"
+                    "seeds: 1\nname: '1e3'\n")
+    cfg = config.load(str(path))
+    assert cfg.training.lr0 == 0.1 and cfg.training.alphas == (0.0, -0.5)
+    assert cfg.data.n_train == 64 and cfg.name == "1e3"
+
+
+def test_scientific_notation_that_is_not_a_number_stays_a_string():
+    with pytest.raises(ValueError, match=r"`training.lr0` must be a finite number > 0 \(e.g. "
+                                         r"0.1\), got '1e' \(str\)"):
+        config.load("demo", ["training.lr0=1e"])
+
+
+@pytest.mark.parametrize("text,key,lines", [
+    ("training: {steps: 5}\nmodel: {widths: [8]}\ntraining: {steps: 6}\n", "training", (1, 3)),
+    ("model:\n  widths: [8]\n  depth: 2\n  depth: 3\n", "model.depth", (3, 4)),
+    ("seeds: [{a: 1, a: 2}]\n", "seeds[0].a", (1, 1)),
+], ids=["section", "nested", "in-list"])
+def test_duplicate_yaml_keys_are_named(tmp_path, text, key, lines):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as info:
+        config.load(str(path))
+    msg = str(info.value)
+    assert f"{path} has the key `{key}` twice (lines {lines[0]} and {lines[1]})" in msg, msg
+    assert "keep one" in msg and "\n" not in msg
+
+
+def test_duplicate_key_in_an_override_value():
+    with pytest.raises(ValueError, match=r"--set .* has the key `start` twice"):
+        config.load("demo", ["model.widths={start: 8, start: 16, stop: 32, per_doubling: 1}"])
+
+
+def test_yaml_anchors_and_merge_keys_are_not_duplicates(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model: &m {widths: [8, 16], depth: 2}\n"
+                    "data: {name: teacher, n_train: 64, n_test: 32}\n"
+                    "training: {<<: {steps: 4, batch_size: 8}, steps: 5, lr0: 0.1, alphas: [0]}\n"
+                    "seeds: 1\ndescription: x\n")
+    cfg = config.load(str(path))
+    assert cfg.training.steps == 5 and cfg.training.batch_size == 8
+
+
+def test_dotted_overrides_of_mapping_fields():
+    """model.widths.KEY and seeds.KEY reach a {start, stop, per_doubling} / {start, count}."""
+    cfg = config.load("demo", ["model.widths.stop=64", "model.widths.per_doubling=1",
+                               "seeds={start: 3, count: 5}", "seeds.count=2"])
+    assert cfg.model.widths == (32, 64) and cfg.seeds == (3, 4)
+    with pytest.raises(ValueError, match=r"unknown key `model.widths.step` in `model.widths`; "
+                                         r"valid keys: start, stop, per_doubling"):
+        config.load("demo", ["model.widths.step=2"])
+
+
+@pytest.mark.parametrize("items,fragments", [
+    (["model.widths=[8, 16]", "model.widths.start=8"],
+     ["`model.widths` is [8, 16] (list)", "start, stop, per_doubling",
+      "--set 'model.widths={start: 64, stop: 1024, per_doubling: 4}'"]),
+    (["seeds.count=2"], ["`seeds` is 4 (int)", "start, count",
+                         "--set 'seeds={start: 0, count: 5}'"]),
+    (["seeds.count.x=2"], ["`seeds.count` has no sub-keys"]),
+    (["model.widths.start.x=2"], ["`model.widths.start` has no sub-keys"]),
+    (["name.x=2"], ["`name` has no sub-keys", "name=VALUE"]),
+], ids=["widths-list", "seeds-int", "seeds-deep", "widths-deep", "name"])
+def test_dotted_overrides_of_mapping_fields_messages(items, fragments):
+    with pytest.raises(ValueError) as info:
+        config.load("demo", items)
+    msg = str(info.value)
+    for frag in fragments:
+        assert frag in msg, msg
+    assert "unknown section" not in msg
+
+
+def test_expression_evaluator_rejects_complex_powers():
+    with pytest.raises(ValueError, match=r"'\(-n\) \*\* 0.5' cannot be evaluated at n = 4: "
+                                         r"\(-4\) \*\* 0.5 is not a real number"):
+        config.evaluate_expression("(-n) ** 0.5", 4)
+    assert config.evaluate_expression("(-n) ** 2", 4) == 16.0

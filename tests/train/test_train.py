@@ -630,3 +630,30 @@ def test_return_params_gives_both_trained_models(name):
     plain = paired_sgd(model, data, lr=lr, steps=2, batch_size=bs, seed=3, linearized=False,
                        return_params=True)
     assert plain.params["theta_lin"] is None and set(plain.params["theta"]) == set(fm.params)
+
+
+def test_diverged_uses_the_size_of_a_negative_first_loss():
+    """A first loss < 0 (cross-entropy on targets that are not probability vectors) is not a
+    divergence threshold of 1e-6; losses >= 0 keep the 1e6 x first-loss rule."""
+    assert not train._diverged({"loss_f": -0.4, "loss_lin": 0.3}, -0.5)
+    assert not train._diverged({"loss_f": -4e5, "loss_lin": None}, -0.5)
+    assert train._diverged({"loss_f": -6e5, "loss_lin": -0.5}, -0.5)
+    assert train._diverged({"loss_f": 0.1, "loss_lin": 6e5}, -0.5)
+    assert train._diverged({"loss_f": float("nan")}, -0.5)
+    assert not train._diverged({"loss_f": 2e5, "loss_lin": 1e5}, 0.2)
+    assert train._diverged({"loss_f": 2.1e5, "loss_lin": 1e5}, 0.2)
+    assert train._diverged({"loss_f": 1.1e-6}, 0.0)  # 1e6 x the floor of 1e-12
+
+
+@pytest.mark.parametrize("implementation", ["autograd", "mlp"])
+def test_negative_cross_entropy_does_not_diverge_at_once(implementation):
+    """Teacher targets (not probability vectors): batch losses of both signs, the first < 0."""
+    from weakcorr import data as wc_data
+
+    ds = wc_data.load("teacher", n_train=40, n_test=12, seed=0, d_in=5, d_out=3,
+                      dtype=torch.float64)
+    res = paired_sgd(tiny(), ds, lr=0.01, steps=10, batch_size=8, seed=0, loss="cross_entropy",
+                     log_every=1, implementation=implementation)
+    losses = [e["loss_f"] for e in res.logs]
+    assert losses[0] < 0 < max(losses)
+    assert res.status == "ok" and res.diverged_step is None
