@@ -17,9 +17,13 @@ example:
       --lr 1.0 --seeds 3 --out runs/corr
 
 One JSON per (width, seed) is written atomically to --out (corr_w<width>_s<seed>.json);
-records with the same configuration are reused unless --no-resume.  --method auto (the
-default) uses the exact Taylor-mode path for these MLPs, ~50x faster than --method
-generic at width 1024 (benchmarks/bench_correlations.py); both agree to float rounding.
+records with the same configuration are reused unless --no-resume.  A --out holding records
+of other settings is refused (pass a new --out): only --width, --seeds, --seed-offset,
+--device, --max-memory-gb and --data-dir may change between runs into one folder.
+
+--method auto (the default) uses the exact Taylor-mode path for these MLPs, ~50x faster
+than --method generic at width 1024 (benchmarks/bench_correlations.py); both agree to
+float rounding.
 """
 
 
@@ -44,10 +48,12 @@ def add_parser(subparsers: Any) -> None:
                    help="correlation orders d (default 2 3)")
     p.add_argument("--lr", type=float, default=1.0, help="learning rate η (default 1.0)")
     p.add_argument("--seeds", type=int, default=3, help="initialisations per width (default 3)")
-    p.add_argument("--seed-offset", type=int, default=0, help="first seed (default 0)")
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the input sample")
+    p.add_argument("--seed-offset", type=int, default=0,
+                   help="first initialisation seed, >= 0 (default 0)")
+    p.add_argument("--data-seed", type=int, default=0,
+                   help="seed of the input sample, >= 0 (default 0)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:K (default cpu)")
     p.add_argument("--method", default="auto", choices=["auto", "generic", "mlp"],
                    help="auto (default): mlp when the model is an MLP; generic: any module; "
                         "mlp: exact Taylor-mode path for MLPs")
