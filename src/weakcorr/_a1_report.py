@@ -23,13 +23,14 @@ import pandas as pd
 
 from . import _a1, _a1_plots, _diagnose
 from .analysis import fit_power_law
-from .results import RunStore, atomic_path, atomic_write_json, json_safe, run_id
+from .results import MANIFEST, RunStore, atomic_path, atomic_write_json, json_safe, run_id
 from .sweep import (
     InProcessExecutor, PerRun, RunTask, SupervisedPoolExecutor, SweepEvent, SweepSummary,
     execute_all,
 )
 
-__all__ = ["QUANTITIES", "fit_exponents", "load_curves", "load_table", "run_a1", "write_report"]
+__all__ = ["QUANTITIES", "check_out_dir", "check_report_dir", "fit_exponents", "load_curves",
+           "load_table", "run_a1", "write_report"]
 
 #: Per-run quantities fitted against width: (column, label).
 QUANTITIES = (
@@ -62,6 +63,137 @@ class _Guarded:
         return out
 
 
+# ----------------------------------------------------------------------------- directories
+
+# What runs of one A.1 directory may differ in: the grid and the labels. The report fits each
+# (dataset, depth, activation) over widths and seeds, so a directory may grow by any of these;
+# everything else (data sizes and files, model settings, correlations, training, dtype) is the
+# protocol and must match, or runs measured differently would be fitted together.
+_GRID_FIELDS = {("name",), ("description",), ("datasets",), ("model", "widths"),
+                ("model", "depths"), ("model", "activations"), ("seeds",)}
+_GRID_TEXT = "datasets, model.widths, model.depths, model.activations and seeds"
+
+
+def _protocol(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """The A.1 config's fields outside the grid, flattened: {"training.steps": 60, ...}."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg_dict.items():
+        if (key,) in _GRID_FIELDS:
+            continue
+        if isinstance(value, Mapping):
+            for sub, v in value.items():
+                if (key, sub) not in _GRID_FIELDS:
+                    flat[f"{key}.{sub}"] = v
+        else:
+            flat[key] = value
+    return flat
+
+
+def _trained(cfg_dict: Mapping[str, Any]) -> dict[int, bool]:
+    """{seed: trained?} of a config (the first ``training.seeds`` seeds are trained)."""
+    seeds = list(cfg_dict.get("seeds") or [])
+    k = int((cfg_dict.get("training") or {}).get("seeds") or 0)
+    return {int(s): i < k for i, s in enumerate(seeds)}
+
+
+def _kind_error(root: pathlib.Path, manifest: Mapping[str, Any], name: str) -> ValueError:
+    kind = manifest.get("kind")
+    if kind in (None, "a2"):
+        return ValueError(f"`{name}` {str(root)!r} is an App. A.2 sweep directory (its "
+                          f"sweep.json is from `weakcorr sweep`); use `weakcorr report {root}` "
+                          "for its report, and pass a new directory as --out for `weakcorr a1`")
+    return ValueError(f"`{name}` {str(root)!r} holds a sweep of kind {kind!r}, not an A.1 sweep "
+                      "(`weakcorr a1`); pass a new directory as --out")
+
+
+def check_report_dir(out_dir: str | os.PathLike[str], *, name: str = "out_dir"
+                     ) -> dict[str, Any] | None:
+    """Check that ``out_dir`` holds an A.1 sweep (or none yet); returns its manifest (or None).
+
+    Nothing is written. ``out_dir`` must be a directory or creatable
+    (:func:`weakcorr._diagnose.check_writable_dir`). A directory whose ``sweep.json`` is of
+    another kind (an App. A.2 sweep of ``weakcorr sweep``: ``"kind": "a2"`` or none), or that
+    has no ``sweep.json`` and holds run files not from ``weakcorr a1``, is refused.
+
+    Raises:
+        ValueError: naming ``out_dir`` (as ``name``, e.g. ``"--out"``), what it holds, and the
+            fix.
+    """
+    store = RunStore(out_dir)
+    root = store.root
+    _diagnose.check_writable_dir(root, name, subdirs=(store.runs_dir.name, _FIG_DIR))
+    manifest = store.read_manifest()
+    if manifest is None:
+        if (root / MANIFEST).exists():
+            raise ValueError(f"`{name}` {str(root)!r}: {MANIFEST} is unreadable; pass a new "
+                             "directory as --out (or delete the damaged file)")
+        other = [r for r in store.records() if r.get("kind") != "a1"]
+        if other:
+            raise ValueError(f"`{name}` {str(root)!r} has no {MANIFEST} and holds "
+                             f"{len(other)} run files not from `weakcorr a1` (e.g. "
+                             f"{other[0].get('run_id')!r}); for an App. A.2 sweep use `weakcorr "
+                             f"report {root}`; pass a new directory as --out for `weakcorr a1`")
+        return None
+    if manifest.get("kind") != "a1" or not isinstance(manifest.get("config"), Mapping):
+        raise _kind_error(root, manifest, name)
+    return manifest
+
+
+def check_out_dir(out_dir: str | os.PathLike[str], cfg: _a1.A1Config, *,
+                  name: str = "out_dir") -> dict[str, Any] | None:
+    """Check that ``cfg``'s sweep may write into ``out_dir``; returns its manifest (or None).
+
+    Nothing is written. Beyond :func:`check_report_dir`, an A.1 sweep already there must have
+    the same protocol: only ``datasets``, ``model.widths``, ``model.depths``,
+    ``model.activations``, ``seeds`` (and ``name``, ``description``) may change, so that a
+    directory grows while its runs stay comparable; and a seed kept from that sweep must keep
+    its role (trained or not, the first ``training.seeds`` of ``seeds``), or the report would
+    count it twice at every width.
+
+    Raises:
+        ValueError: naming ``out_dir``, the differing fields, and the fix.
+    """
+    old = check_report_dir(out_dir, name=name)
+    if old is None:
+        return None
+    root = pathlib.Path(out_dir)
+    new_cfg = _a1.to_dict(cfg)
+    before, now = _protocol(old["config"]), _protocol(new_cfg)
+    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+               for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    if changed:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4
+                                          else "")
+        raise ValueError(f"`{name}` {str(root)!r} holds an A.1 sweep of another protocol "
+                         f"({shown}); its runs would be fitted together with these. Pass a new "
+                         f"directory as --out; into this one, only {_GRID_TEXT} may change")
+    was, will = _trained(old["config"]), _trained(new_cfg)
+    flipped = sorted(s for s in set(was) & set(will) if was[s] != will[s])
+    if flipped:
+        s = flipped[0]
+        raise ValueError(f"`seeds` / `training.seeds`: seed {s} was "
+                         f"{'trained' if was[s] else 'not trained'} in the A.1 sweep already in "
+                         f"{str(root)!r} but would {'not ' if was[s] else ''}be now (the first "
+                         "training.seeds seeds are trained), so the report would count it twice; "
+                         f"keep seeds {list(old['config'].get('seeds') or [])} first and in order "
+                         "(append new seeds), or pass a new directory as --out")
+    return old
+
+
+def _no_dataset_error(cfg: _a1.A1Config, skipped: Mapping[str, str]) -> ValueError:
+    why = []
+    for name, reason in skipped.items():
+        if cfg.data.data_dir is None:
+            why.append(f"{name}: `data.data_dir` is not set ({name} needs its files: set "
+                       f"data.data_dir to a folder holding {name}/, e.g. --set "
+                       "data.data_dir=~/data)")
+        else:
+            why.append(f"{name}: {reason}")
+    return ValueError(f"`datasets` {list(cfg.datasets)}: none can be loaded, so nothing would "
+                      f"run — {'; '.join(why)}. Fix `data.data_dir`, or add a bundled dataset "
+                      "(mnist5k, digits, teacher) to `datasets`")
+
+
 def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int = 1,
            executor: Any = None, device: str | None = None, retry_failed: bool = False,
            runner: Any = None, progress: Callable[[SweepEvent], None] | None = None
@@ -83,10 +215,18 @@ def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int =
 
     Returns:
         A :class:`weakcorr.sweep.SweepSummary`.
+
+    Raises:
+        ValueError: bad ``workers``; an ``out_dir`` that is a file, holds another kind of
+            sweep or an A.1 sweep of another protocol (:func:`check_out_dir`); no dataset of
+            ``cfg`` can be loaded. All before anything is written.
     """
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"`workers` must be an integer >= 1, got {workers!r}")
+    old = check_out_dir(out_dir, cfg) or {}
     datasets, skipped = _a1.resolve_datasets(cfg)
+    if not datasets:
+        raise _no_dataset_error(cfg, skipped)
     configs = {run_id(c): c for c in _a1.expand(cfg, datasets)}
     store = RunStore(out_dir)
     states = {rid: store.state(rid) for rid in configs}
@@ -94,9 +234,12 @@ def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int =
     todo = [rid for rid in configs if states[rid] in redo]
     from . import __version__
 
-    store.write_manifest({"kind": "a1", "config": _a1.to_dict(cfg), "datasets": datasets,
-                          "skipped_datasets": skipped, "run_ids": list(configs),
-                          "weakcorr_version": __version__})
+    # Every sweep into this directory (one protocol: check_out_dir), in order.
+    run_ids = list(dict.fromkeys([*(old.get("run_ids") or []), *configs]))
+    ran = list(dict.fromkeys([*(old.get("datasets") or []), *datasets]))
+    store.write_manifest({"kind": "a1", "config": _a1.to_dict(cfg), "datasets": ran,
+                          "skipped_datasets": {k: v for k, v in skipped.items() if k not in ran},
+                          "run_ids": run_ids, "weakcorr_version": __version__})
     store.remove_stale_temp()
     runner = _Guarded(runner or PerRun(_a1.run))
     tasks = [RunTask(store, (rid,), (configs[rid],), runner, device) for rid in todo]
@@ -131,12 +274,18 @@ def _row(rec: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _records(root: str | os.PathLike[str]) -> list[dict[str, Any]]:
+def _records(root: str | os.PathLike[str], *, unlisted: bool = False) -> list[dict[str, Any]]:
+    """The A.1 records of ``root``: those listed in its ``sweep.json`` (every sweep into the
+    directory), or all when there is no manifest; ``unlisted=True``: the others instead."""
     store = RunStore(root)
     if not store.run_ids():
         raise FileNotFoundError(f"no run files in {os.fspath(root)!r} (expected "
                                 f"{os.fspath(store.runs_dir)}/<run_id>.json from `weakcorr a1`)")
-    return [r for r in store.records() if r.get("kind") == "a1"]
+    listed = set((store.read_manifest() or {}).get("run_ids") or [])
+    recs = [r for r in store.records() if r.get("kind") == "a1"]
+    if not listed:
+        return [] if unlisted else recs
+    return [r for r in recs if (r.get("run_id") in listed) != unlisted]
 
 
 def load_table(root: str | os.PathLike[str]) -> pd.DataFrame:
@@ -240,24 +389,45 @@ def _entry_orders(root: pathlib.Path, n_boot: int, seed: int) -> list[dict[str, 
     return out
 
 
+def _exponent(col: str, r: Mapping[str, Any] | None) -> _diagnose.Exponent:
+    """A fit row of :func:`fit_exponents` as an exponent with a CI, or why there is none."""
+    if r is None:
+        return _diagnose.Exponent(col, "missing")
+    if r["all_zero"]:
+        return _diagnose.Exponent(col, "zero", note="every value is exactly 0")
+    n_w, n_s = int(r["n_widths"]), int(r["n_seeds"])
+    if n_w < 2 or not math.isfinite(r["slope"]):
+        return _diagnose.Exponent(col, "insufficient",
+                                  note=f"positive values at {n_w} width{'s' * (n_w != 1)}; "
+                                       "a slope needs >= 2 widths")
+    if not (math.isfinite(r["ci_low"]) and math.isfinite(r["ci_high"])):
+        return _diagnose.Exponent(col, "no_ci",
+                                  note=f"slope {float(r['slope']):+.2f} from {n_s} seed"
+                                       f"{'s' * (n_s != 1)} at {n_w} widths; a CI needs >= 2 "
+                                       "seeds or >= 3 widths")
+    t = (float(r["slope"]), float(r["ci_low"]), float(r["ci_high"]))
+    return _diagnose.Exponent(col, "fit", t, t, r["ci_kind"])
+
+
 def _verdicts(fits: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
-    """Per (dataset, depth, activation): Theorems 3.1/3.2 with m(n) from C(f, f_lin) on test."""
+    """Per (dataset, depth, activation): Theorems 3.1/3.2 with m(n) from C(f, f_lin) on test.
+
+    A quantity without a CI (one seed at two widths, one width, ...) is "not assessed", never a
+    pass or a failure (:func:`weakcorr._diagnose.combine_checks`).
+    """
     lines = []
     for key, grp in fits.groupby(list(_KEYS), sort=True):
         q = {r["quantity"]: r for _, r in grp.iterrows()}
-
-        def exp(col: str) -> _diagnose.Exponent:
-            r = q.get(col)
-            if r is None or not math.isfinite(r["slope"]):
-                return _diagnose.Exponent(col, "insufficient")
-            t = (float(r["slope"]), float(r["ci_low"]), float(r["ci_high"]))
-            t = tuple(v if math.isfinite(v) else t[0] for v in t)
-            return _diagnose.Exponent(col, "fit", t, t, r["ci_kind"])
-
         name = f"{key[0]}, depth {key[1]}, {key[2]}"
-        err = exp("c_test")
+        err = _exponent("c_test", q.get("c_test"))
         if err.status != "fit":
-            lines.append(f"{name}: no trained runs to estimate m(n); not assessed.")
+            if err.status == "zero":
+                why = "C(f, f_lin) ≡ 0 (f = f_lin exactly), m(n) not measurable"
+            elif err.status == "missing" or int(q["c_test"]["n_widths"]) == 0:
+                why = "no trained run with a positive C(f, f_lin) to estimate m(n) from"
+            else:
+                why = f"m(n) not estimated from C(f, f_lin) ({err.note})"
+            lines.append(f"{name}: {why}; Theorems 3.1/3.2 not assessed.")
             continue
         mu = (-err.upper[0], -err.upper[2], -err.upper[1])
         if mu[2] <= 0:
@@ -268,10 +438,11 @@ def _verdicts(fits: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
                  f"{err.upper[2]:+.2f}] → m(n) ~ n^{mu[0]:.2f}"]
         for claim, ks in (("Thm 3.1 (Eq. 14)", (1.0, 1.0, 0.5)), ("Thm 3.2 (Eq. 17)",
                                                                    (1.0, 1.5, 0.5))):
-            checks = [_diagnose.bound_verdict(exp(c), k, mu)
+            checks = [_diagnose.bound_verdict(_exponent(c, q.get(c)), k, mu)
                       for c, k in zip(("c2_exact", "c3_exact", "c11_same"), ks)]
-            parts.append(f"{claim} {'consistent' if all(ok for ok, _ in checks) else 'NOT consistent'}"
-                         f" ({'; '.join(t for _, t in checks)})")
+            verdict = _diagnose.combine_checks([ok for ok, _ in checks],
+                                               negative="NOT consistent")
+            parts.append(f"{claim} {verdict} ({'; '.join(t for _, t in checks)})")
         sub = curves[(curves["dataset"] == key[0]) & (curves["depth"] == key[1])
                      & (curves["activation"] == key[2])]
         if len(sub):
@@ -316,11 +487,15 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
 
     Raises:
         FileNotFoundError: no run files in ``root``.
+        ValueError: ``root`` holds another kind of sweep (:func:`check_report_dir`); checked
+            before anything is written.
     """
     root = pathlib.Path(root)
+    check_report_dir(root)
     table = load_table(root)
     curves = load_curves(root)
     manifest = RunStore(root).read_manifest() or {}
+    n_unlisted = len(_records(root, unlisted=True))
     fits = fit_exponents(table, n_boot=n_boot, seed=seed)
     entries = _entry_orders(root, n_boot=max(200, n_boot // 10), seed=seed)
     verdicts = _verdicts(fits, curves) if len(fits) else []
@@ -335,6 +510,9 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
               f"{len(table)} of {expected} runs present: {counts['ok']} ok, "
               f"{counts['diverged']} diverged, {counts['failed']} failed; total compute "
               f"{float(wall.sum()) / 60:.1f} min (sum of per-run wall times).", ""]
+    if n_unlisted:
+        lines += [f"- {n_unlisted} A.1 run files in runs/ are not listed in {MANIFEST} (left by "
+                  "an earlier sweep into this directory) and are left out of this report"]
     for name, why in (manifest.get("skipped_datasets") or {}).items():
         lines += [f"- dataset `{name}` skipped: {why}"]
     if len(table) and "n_params" in table.columns:
@@ -387,8 +565,10 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
                      f"C^{{0,{e['order'][1]}}} | {e['text']} | {e['shape'] or e['status']} |")
     lines += ["", "## Verdicts (at the measured widths)", "",
               "m(n) is read off the Eq. 24 difference after training (C(f, f_lin) ~ 1/m); a "
-              "bound holds 'consistently' when the exponent's CI reaches the bound's. Finite "
-              "widths can only fail to contradict an asymptotic statement.", ""]
+              "bound holds 'consistently' when the exponent's CI reaches the bound's. A "
+              "quantity without a CI (one seed at two widths, one width, not measured) is 'not "
+              "assessed' and never counts as a pass. Finite widths can only fail to contradict "
+              "an asymptotic statement.", ""]
     lines += [f"- {v}" for v in verdicts] or ["- no fits"]
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figures] + [""]
     problems = table[table["status"] != "ok"]

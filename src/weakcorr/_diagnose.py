@@ -21,7 +21,10 @@ training. :func:`analyze` turns these measurements into exponents and verdicts:
 Bounds use the highest quantile's exponent (the stochastic O of Def. 2.1 is an upper bound).
 A comparison is "consistent" when the two confidence intervals leave room for the bound
 (the exponent's lower end ≤ the bound's upper end), "not consistent" otherwise: finitely many
-widths cannot prove an asymptotic statement, only fail to contradict it.
+widths cannot prove an asymptotic statement, only fail to contradict it. A quantity without a
+fit (too few samples, no CI) is "not assessed" and never counts as a pass: a theorem whose
+quantities were all unassessed is "not assessed", one with some unassessed is "consistent on
+what was assessed (k of m not assessed)" (:func:`combine_checks`).
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ from .functional import functional
 from .train import paired_sgd
 
 __all__ = ["DiagnoseResult", "Exponent", "Measurement", "Verdict", "analyze", "bound_verdict",
-           "diagnose", "fit_exponent", "late_slope"]
+           "check_writable_dir", "combine_checks", "diagnose", "fit_exponent", "late_slope"]
 
 QUANTITIES = ("c02", "c03", "c11", "hg_ratio")
 LABELS = {"error": "RMS(F − F_lin) after S steps", "c02": "C^{0,2}", "c03": "C^{0,3}",
@@ -78,8 +81,10 @@ class Exponent:
     """The width exponent of one quantity.
 
     ``status``: ``fit`` (exponents below are set), ``zero`` (identically zero at every width:
-    every bound O(n^k) holds), ``rounding`` (at float rounding level: not measurable), or
-    ``insufficient`` (fewer than 3 widths with 5 positive samples each). ``upper`` is the
+    every bound O(n^k) holds), ``rounding`` (at float rounding level: not measurable),
+    ``insufficient`` (fewer than 3 widths with 5 positive samples each), ``no_ci`` (a slope
+    without a confidence interval, e.g. one seed at two widths: not enough to test a bound;
+    ``note`` says what is missing), or ``missing`` (not measured at all). ``upper`` is the
     highest quantile's exponent and CI (used for bounds), ``central`` the median's.
     """
 
@@ -93,7 +98,8 @@ class Exponent:
     def text(self) -> str:
         if self.status != "fit":
             return {"zero": "identically 0", "rounding": "at rounding level",
-                    "insufficient": "too few positive samples"}[self.status]
+                    "insufficient": "too few positive samples",
+                    "no_ci": "no confidence interval", "missing": "not measured"}[self.status]
         e, lo, hi = self.upper
         c = self.central
         return (f"n^{e:+.2f} [{lo:+.2f}, {hi:+.2f}] (q95; median n^{c[0]:+.2f} "
@@ -105,11 +111,14 @@ class Verdict:
     """One statement of the paper checked against the measurements."""
 
     claim: str
-    verdict: str  # "consistent" | "not consistent" | "not assessed"
+    # "consistent" | "not consistent" | "not assessed" |
+    # "consistent on what was assessed (k of m not assessed)"
+    verdict: str
     detail: str
 
     def line(self) -> str:
-        return f"{self.claim}: {self.verdict.upper()} at the measured widths — {self.detail}"
+        head, sep, tail = self.verdict.partition(" (")
+        return f"{self.claim}: {head.upper()}{sep}{tail} at the measured widths — {self.detail}"
 
 
 @dataclasses.dataclass
@@ -172,17 +181,70 @@ def fit_exponent(name: str, samples_by_width: Mapping[int, Sequence[float | None
                     note=f"{dropped} zero/non-finite samples dropped" if dropped else "")
 
 
-def bound_verdict(exp: Exponent, k: float, mu: tuple[float, float, float]) -> tuple[bool, str]:
-    """Is ``exp`` ≤ −k·μ possible within the CIs? Returns (consistent, text)."""
+def bound_verdict(exp: Exponent, k: float, mu: tuple[float, float, float]
+                  ) -> tuple[bool | None, str]:
+    """Is ``exp`` ≤ −k·μ possible within the CIs? Returns (consistent, text).
+
+    ``consistent`` is None when ``exp`` has no fit (``insufficient``, ``rounding``, ``no_ci``,
+    ``missing``): not assessed, which is neither a pass nor a failure (see :func:`combine_checks`).
+    """
     if exp.status == "zero":
         return True, f"{LABELS.get(exp.name, exp.name)} ≡ 0"
     if exp.status != "fit":
-        return True, f"{LABELS.get(exp.name, exp.name)} {exp.text()} (not assessed)"
+        why = f"; {exp.note}" if exp.note else ""
+        return None, f"{LABELS.get(exp.name, exp.name)} {exp.text()} (not assessed{why})"
     e, lo, hi = exp.upper
     need, need_hi = -k * mu[0], -k * mu[1]  # the loosest bound uses μ's lower end
     ok = lo <= need_hi
     return ok, (f"{LABELS.get(exp.name, exp.name)} ~ n^{e:+.2f} [{lo:+.2f}, {hi:+.2f}] vs "
                 f"≤ {need:+.2f} (loosest {need_hi:+.2f}) " + ("✓" if ok else "✗"))
+
+
+def combine_checks(checks: Sequence[bool | None], *, negative: str = "not consistent") -> str:
+    """One verdict from per-quantity checks (True pass, False fail, None not assessed).
+
+    Any failure: ``negative``. None assessed: ``"not assessed"``. Some not assessed and the
+    rest passing: ``"consistent on what was assessed (k of m not assessed)"``. All passing:
+    ``"consistent"``. Unassessed checks never count as passes.
+    """
+    checks = list(checks)
+    missing = sum(ok is None for ok in checks)
+    if any(ok is False for ok in checks):
+        return negative
+    if not checks or missing == len(checks):
+        return "not assessed"
+    if missing:
+        return f"consistent on what was assessed ({missing} of {len(checks)} not assessed)"
+    return "consistent"
+
+
+def check_writable_dir(path: str | Any, name: str = "out_dir", *,
+                       subdirs: Sequence[str] = ()) -> None:
+    """Raise a one-line ValueError (naming ``name``) unless ``path`` is, or can become, a directory.
+
+    Checked without creating anything: ``path`` (and ``path/<subdir>`` for each of
+    ``subdirs``) must be a directory or not exist; its nearest existing ancestor must be a
+    writable directory.
+    """
+    import os
+    import pathlib
+
+    root = pathlib.Path(path)
+    for p in (root, *(root / d for d in subdirs)):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"`{name}` {str(root)!r}: {str(p)!r} is a file, not a directory; "
+                             f"pass a new or existing directory as {name}")
+    probe = root
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"`{name}` {str(root)!r}: {str(probe)!r} is a file, so no directory "
+                         f"can be made under it; pass a directory path as {name}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"`{name}` {str(root)!r}: {str(probe)!r} is not writable; pass a "
+                         f"directory you can write to as {name}")
 
 
 def _t_interval(values: Sequence[float], level: float) -> tuple[float, float, float]:
@@ -270,8 +332,8 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
                            (1.0, 1.0, 0.5)),
                           ("Theorem 3.2 (Eq. 17: C^{D,d} = O(1/√m)^d)", (1.0, 1.5, 0.5))):
             checks = [bound_verdict(x, k, mu) for x, k in zip(corr, ks)]
-            verdicts.append(Verdict(claim, "consistent" if all(ok for ok, _ in checks)
-                                    else "not consistent", "; ".join(t for _, t in checks)))
+            verdicts.append(Verdict(claim, combine_checks([ok for ok, _ in checks]),
+                                    "; ".join(t for _, t in checks)))
     elif all(x.status == "zero" for x in corr):
         for claim in ("Theorem 3.1 (Eq. 14)", "Theorem 3.2 (Eq. 17)"):
             verdicts.append(Verdict(claim, "consistent", "every correlation C^{0,2}, C^{0,3}, "
@@ -361,6 +423,16 @@ def _train(model, data, lr, steps, batch_size, seed, eval_every, loss, device):
     return math.sqrt(res.metrics["mse_test"]), _curve(res.to_dict()["logs"]), "ok"
 
 
+def _lr_or_inf(lr: float, width: int, lr_exponent: float,
+               r_fn: Callable[[float], float] | None) -> float:
+    """lr · n^lr_exponent (· r(n)); inf where that overflows or is not a real number."""
+    try:
+        out = lr * float(width) ** lr_exponent
+        return out * float(r_fn(width)) if r_fn is not None else float(out)
+    except (ArithmeticError, ValueError, TypeError):
+        return math.inf
+
+
 def _r_function(r: float | Callable[[float], float] | None) -> Callable[[float], float] | None:
     if r is None or callable(r):
         return r
@@ -431,6 +503,12 @@ def diagnose(
                          f"exponents over seeds), got {seeds!r}; e.g. seeds=5")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise ValueError(f"`lr` must be a finite number > 0, got {lr!r}")
+    if not (isinstance(lr_exponent, (int, float)) and math.isfinite(lr_exponent)):
+        raise ValueError(f"`lr_exponent` must be a finite number (lr · n^lr_exponent), got "
+                         f"{lr_exponent!r}")
+    if device is not None and str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"`device` is {device!r} but CUDA is not available here; use "
+                         "device='cpu'")
     if not isinstance(steps, int) or steps < 2:
         raise ValueError(f"`steps` must be an integer >= 2, got {steps!r}")
     if not isinstance(n_inputs, int) or n_inputs < 2 or n_inputs > len(data.X_train):
@@ -441,6 +519,18 @@ def diagnose(
         raise ValueError(f"`batch_size` must be None (full batch) or in 1..{len(data.X_train)} "
                          f"(the training set), got {batch_size!r}")
     r_fn = _r_function(r)
+    for w in ws:  # the training learning rates, checked before any work
+        lr_w = _lr_or_inf(lr, w, lr_exponent, None)
+        if not (math.isfinite(lr_w) and lr_w > 0):
+            raise ValueError(f"`lr_exponent` ({lr_exponent!r}) gives the learning rate lr · "
+                             f"n^lr_exponent = {lr_w!r} at width {w}, not a finite number > 0; "
+                             "use a smaller |lr_exponent|")
+        if r_fn is not None:
+            lr_r = _lr_or_inf(lr, w, lr_exponent, r_fn)
+            if not (math.isfinite(lr_r) and lr_r > 0):
+                raise ValueError(f"`r` ({r!r}) gives the learning rate lr · n^lr_exponent · "
+                                 f"r(n) = {lr_r!r} at width {w}, not a finite number > 0; use "
+                                 "an r(n) that stays finite and positive")
     eval_every = eval_every or max(1, steps // 40)
     X = data.X_train[:n_inputs]
     total, done = len(ws) * len(seed_list), 0
@@ -516,6 +606,7 @@ def write_report(result: DiagnoseResult, out_dir: str | Any) -> dict[str, Any]:
     from . import _a1_plots
     from .results import atomic_write_json
 
+    check_writable_dir(out_dir, subdirs=("figures",))
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table = measurement_table(result)
@@ -539,7 +630,8 @@ def write_report(result: DiagnoseResult, out_dir: str | Any) -> dict[str, Any]:
     lines += ["", "Bounds compare the highest-quantile (q = 0.95) exponent of each quantity over "
               "seeds (`asymptotics.fit_order`, 95 % bootstrap CIs) with the bound implied by "
               "m(n) ~ n^μ, μ = −(error exponent); 'consistent' = the CIs leave room for the "
-              "bound. Finite widths can only fail to contradict an asymptotic statement.", "",
+              "bound; a quantity without a fit is 'not assessed' and never counts as a pass. "
+              "Finite widths can only fail to contradict an asymptotic statement.", "",
               "## Exponents", "", "| quantity | status | exponent |", "|---|---|---|"]
     for k, e in result.exponents.items():
         lines.append(f"| {LABELS.get(k, k)} | {e.status} | {e.text()} {e.note} |")

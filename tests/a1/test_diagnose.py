@@ -97,6 +97,32 @@ def test_zeros_and_missing_values():
     assert "C^{0,2} ≡ 0" in _verdict(res, "Theorem 3.1").detail
 
 
+def test_unassessed_quantities_never_count_as_passes():
+    """Review A #5a: a theorem whose correlations were not measured was 'consistent'."""
+    res = analyze(_synthetic(c02=None, c03=None, c11=None), n_boot=200)
+    for claim in ("Theorem 3.1", "Theorem 3.2"):
+        v = _verdict(res, claim)
+        assert v.verdict == "not assessed" and v.detail.count("(not assessed") == 3
+        assert "NOT ASSESSED at the measured widths" in v.line()
+    res = analyze(_synthetic(c03=None), n_boot=200)  # two of three assessed, both pass
+    v = _verdict(res, "Theorem 3.1")
+    assert v.verdict == "consistent on what was assessed (1 of 3 not assessed)"
+    assert v.line().startswith("Theorem 3.1 (Eq. 14: C^d = O(1/m), C^{D,d} = O(1/√m)): "
+                               "CONSISTENT ON WHAT WAS ASSESSED (1 of 3 not assessed) at")
+    # A failure among the assessed ones is still a failure.
+    assert _verdict(analyze(_synthetic(c02=-0.25, c03=None), n_boot=200),
+                    "Theorem 3.1").verdict == "not consistent"
+
+
+@pytest.mark.parametrize("checks,want", [
+    ([], "not assessed"), ([None, None], "not assessed"), ([True, True], "consistent"),
+    ([True, None, True], "consistent on what was assessed (1 of 3 not assessed)"),
+    ([True, None, False], "not consistent"),
+])
+def test_combine_checks(checks, want):
+    assert _diagnose.combine_checks(checks) == want
+
+
 class RandomFeatures(nn.Module):
     """f(x) = W tanh(A x) + b with A a fixed buffer: linear in its parameters (W, b)."""
 
@@ -169,11 +195,33 @@ def test_make_model_of_width_only_is_seeded(digits):
     ({"n_inputs": 100}, r"`n_inputs` must be in 2..16"),
     ({"r": "sqrt"}, r"`r` must be None, an exponent"),
     ({"batch_size": 17}, r"`batch_size` must be None \(full batch\) or in 1..16"),
+    ({"lr_exponent": math.nan}, r"`lr_exponent` must be a finite number"),
+    ({"lr_exponent": 1000.0}, r"`lr_exponent` \(1000.0\) gives the learning rate .* inf at width"),
+    ({"r": -1000.0}, r"`r` \(-1000.0\) gives the learning rate .* = 0.0 at width 4"),
 ])
 def test_bad_arguments(digits, kwargs, match):
     args = {"widths": [4, 8, 16], "lr": 0.1, "steps": 4, "seeds": 5, **kwargs}
     with pytest.raises(ValueError, match=match):
         _diagnose.diagnose(lambda w, s: models.mlp(64, [w], 10, activation="erf"), digits, **args)
+
+
+def test_cuda_device_without_cuda_is_a_clear_error(digits, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"`device` is 'cuda' but CUDA is not available here"):
+        _diagnose.diagnose(lambda w, s: models.mlp(64, [w], 10), digits, widths=[4, 8, 16],
+                           lr=0.1, steps=4, seeds=5, device="cuda")
+
+
+@pytest.mark.parametrize("make", [
+    lambda tmp: tmp / "f",  # a file
+    lambda tmp: tmp / "f" / "sub",  # under a file
+])
+def test_check_writable_dir(tmp_path, make):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match=r"^`--out` '.*': '.*/f' is a file"):
+        _diagnose.check_writable_dir(make(tmp_path), "--out")
+    _diagnose.check_writable_dir(tmp_path / "new" / "deeper", "--out")  # creatable: fine
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.slow

@@ -166,6 +166,113 @@ def test_figure_grids_share_one_panel_order(swept):
     assert titles(dev)[:2] == ["erf, 1 hidden", "relu, 1 hidden"]
 
 
+def _fake(c, device):
+    return {"status": "ok", "metrics": {}, "kind": "a1", "config": c, "seed": c["seed"]}
+
+
+def test_directory_grows_and_run_ids_are_the_union(tmp_path):
+    """Review A #1: sweep.json listed only the last sweep's runs, so the report said
+    'N of M runs present' with N > M after a directory grew."""
+    small = _a1.from_dict(tiny(model={"widths": [4, 8], "depths": [1], "activations": ["relu"]},
+                               seeds=1, training={"seeds": 0}))
+    _a1_report.run_a1(small, tmp_path, runner=PerRun(_fake))
+    wider = _a1.from_dict(tiny(model={"widths": [16], "depths": [1, 2], "activations": ["relu"]},
+                               seeds=[0, 1], training={"seeds": 0}))
+    assert _a1_report.run_a1(wider, tmp_path, runner=PerRun(_fake)).ran == 4
+    manifest = RunStore(tmp_path).read_manifest()
+    assert len(manifest["run_ids"]) == 6 == len(set(manifest["run_ids"]))
+    assert set(manifest["run_ids"]) == set(RunStore(tmp_path).run_ids())
+    assert len(_a1_report.load_table(tmp_path)) == 6
+
+
+def test_runs_not_listed_in_the_manifest_are_left_out(tmp_path):
+    cfg = _a1.from_dict(tiny(model={"widths": [4, 8], "depths": [1], "activations": ["relu"]},
+                             seeds=1, training={"seeds": 0}))
+    _a1_report.run_a1(cfg, tmp_path, runner=PerRun(_fake))
+    stray = {**_fake(_a1.expand(cfg)[0], None), "run_id": "0" * 16}
+    RunStore(tmp_path).write("0" * 16, stray)
+    table = _a1_report.load_table(tmp_path)
+    assert len(table) == 2 and "0" * 16 not in set(table["run_id"])
+
+
+def test_a1_sweep_refuses_other_protocols_and_seed_role_changes(tmp_path):
+    def cfg(**changes):
+        base = {"model": {"widths": [4], "depths": [1], "activations": ["relu"]},
+                "seeds": [0, 1], "training": {"seeds": 1}}
+        return _a1.from_dict(tiny(**{**base, **changes}))
+
+    _a1_report.run_a1(cfg(), tmp_path, runner=PerRun(_fake))
+    manifest = (tmp_path / "sweep.json").read_text()
+    with pytest.raises(ValueError, match=r"^`out_dir` .* holds an A.1 sweep of another protocol "
+                                         r"\(correlations.lr: 1.0 -> 0.5\)"):
+        _a1_report.run_a1(cfg(correlations={"lr": 0.5}), tmp_path, runner=PerRun(_fake))
+    # Seed 1 was not trained; with seeds [1, 2] it would be, and counted twice at each width.
+    with pytest.raises(ValueError, match=r"^`seeds` / `training.seeds`: seed 1 was not trained"):
+        _a1_report.run_a1(cfg(seeds=[1, 2]), tmp_path, runner=PerRun(_fake))
+    assert (tmp_path / "sweep.json").read_text() == manifest
+    assert len(RunStore(tmp_path).run_ids()) == 2
+    # Appending seeds keeps every seed's role: allowed.
+    s = _a1_report.run_a1(cfg(seeds=[0, 1, 2]), tmp_path, runner=PerRun(_fake))
+    assert (s.skipped, s.ran) == (2, 1)
+
+
+def _fits(**rows):
+    """A fit_exponents table of one (dataset, depth, activation) from {quantity: (slope, lo, hi,
+    n_widths, n_seeds)}."""
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame([{"dataset": "x", "depth": 1, "activation": "erf", "quantity": q,
+                          "slope": v[0], "ci_low": v[1], "ci_high": v[2], "ci_kind": "seeds",
+                          "n_widths": v[3], "n_seeds": v[4], "all_zero": False}
+                         for q, v in rows.items()])
+
+
+def _curves():
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame(columns=["dataset", "depth", "activation", "width", "seed", "step",
+                                 "deviation"])
+
+
+def test_verdicts_without_a_ci_are_not_assessed():
+    """Review A #5b: one seed at two widths gave a zero-width 'CI' and a firm NOT consistent."""
+    nan = math.nan
+    (line,) = _a1_report._verdicts(_fits(c_test=(-1.0, nan, nan, 2, 1),
+                                         c2_exact=(-0.5, nan, nan, 2, 1)), _curves())
+    assert line == ("x, depth 1, erf: m(n) not estimated from C(f, f_lin) (slope -1.00 from 1 "
+                    "seed at 2 widths; a CI needs >= 2 seeds or >= 3 widths); Theorems 3.1/3.2 "
+                    "not assessed.")
+    # m(n) has a CI, C^{0,2} has none: not assessed, not a failure; the other two pass.
+    (line,) = _a1_report._verdicts(_fits(c_test=(-1.0, -1.1, -0.9, 3, 2),
+                                         c2_exact=(-0.5, nan, nan, 2, 1),
+                                         c3_exact=(-2.0, -2.1, -1.9, 3, 2),
+                                         c11_same=(-1.0, -1.1, -0.9, 3, 2)), _curves())
+    assert "NOT consistent" not in line
+    assert "Thm 3.1 (Eq. 14) consistent on what was assessed (1 of 3 not assessed) (C^{0,2} no " \
+           "confidence interval (not assessed; slope -0.50 from 1 seed at 2 widths" in line
+    # Nothing measured but m(n): not assessed, not 'consistent'.
+    (line,) = _a1_report._verdicts(_fits(c_test=(-1.0, -1.1, -0.9, 3, 2)), _curves())
+    assert "Thm 3.1 (Eq. 14) not assessed (C^{0,2} not measured (not assessed)" in line
+    assert "Thm 3.2 (Eq. 17) not assessed" in line and " consistent" not in line
+
+
+def test_verdicts_with_one_width_say_so():
+    """Review A #14: one width gave 'no trained runs to estimate m(n)'."""
+    (line,) = _a1_report._verdicts(_fits(c_test=(math.nan, math.nan, math.nan, 1, 2)), _curves())
+    assert "positive values at 1 width; a slope needs >= 2 widths" in line
+    assert "no trained run" not in line
+    (line,) = _a1_report._verdicts(_fits(c_test=(math.nan, math.nan, math.nan, 0, 0)), _curves())
+    assert "no trained run with a positive C(f, f_lin)" in line
+
+
+def test_write_report_refuses_an_a2_directory_before_writing(tmp_path):
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "r1.json").write_text('{"status": "ok", "run_id": "r1"}')
+    (tmp_path / "sweep.json").write_text('{"kind": "a2", "config": {}, "run_ids": ["r1"]}')
+    with pytest.raises(ValueError, match=r"is an App. A.2 sweep directory .* use `weakcorr "
+                                         r"report "):
+        _a1_report.write_report(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "sweep.json"]
+
+
 def _killed_at_width_8(c, device):
     """An A.1 runner whose worker dies (SIGKILL, as the OOM killer would) at width 8."""
     if c["model"]["width"] == 8:

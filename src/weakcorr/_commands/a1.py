@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 EPILOG = """\
@@ -17,7 +18,9 @@ examples:
 
 One JSON per (dataset, depth, activation, width, seed) is written atomically to
 DIR/runs/<run_id>.json; rerunning skips finished runs. Then DIR/report.md, DIR/summary.json and
-DIR/figures/ (Figs. 1-3 style, deviation vs step) are written; --report-only redoes just that.
+DIR/figures/ (Figs. 1-3 style, deviation vs step) are written; --report-only redoes just that
+(no CONFIG needed). DIR may grow by datasets, widths, depths, activations and seeds; an --out
+holding an A.1 sweep of other settings, or an App. A.2 sweep, is refused.
 Datasets: mnist5k (bundled) always; mnist, fashion-mnist, cifar10 (grayscale) when
 data.data_dir holds them (subfolders mnist/, fashion-mnist/, cifar10/).
 
@@ -39,7 +42,8 @@ def add_parser(subparsers: Any) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("config", metavar="CONFIG|PRESET", help="a YAML file or a preset name")
+    p.add_argument("config", metavar="CONFIG|PRESET", nargs="?", default=None,
+                   help="a YAML file or a preset name (not needed with --report-only)")
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. training.steps=50 (repeatable)")
@@ -47,7 +51,8 @@ def add_parser(subparsers: Any) -> None:
                    help="local worker processes (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--retry-failed", action="store_true", help="redo runs that failed")
-    p.add_argument("--report-only", action="store_true", help="only (re)write the report")
+    p.add_argument("--report-only", action="store_true",
+                   help="only (re)write the report of DIR's runs (CONFIG is not used)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--json", action="store_true", help="print one JSON object and nothing else")
     p.set_defaults(func=run)
@@ -62,7 +67,13 @@ def run(args: argparse.Namespace) -> int:
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         raise ValueError(f"`--device` must be cpu or cuda, got {args.device!r}")
     summary = None
-    if not args.report_only:
+    if args.report_only:
+        _a1_report.check_report_dir(args.out, name="--out")
+    else:
+        if args.config is None:
+            raise ValueError("`CONFIG|PRESET` is missing: pass a YAML file or a preset "
+                             f"({', '.join(_a1.presets())}), e.g. `weakcorr a1 a1-demo --out "
+                             f"{args.out}`; or add --report-only to rewrite DIR's report")
         cfg = _a1.load_config(args.config, args.overrides)
         if args.device.startswith("cuda"):
             import torch
@@ -70,6 +81,13 @@ def run(args: argparse.Namespace) -> int:
             if not torch.cuda.is_available():
                 raise ValueError(f"`--device` is {args.device!r} but CUDA is not available here;"
                                  " use --device cpu")
+        _a1_report.check_out_dir(args.out, cfg, name="--out")
+        if cfg.training.seeds > len(cfg.seeds):
+            n = len(cfg.seeds)
+            print(f"weakcorr a1: note: `training.seeds` ({cfg.training.seeds}) is more than the "
+                  f"{n} seed{'s' * (n != 1)} of `seeds`, so only {n} "
+                  f"seed{'s are' if n != 1 else ' is'} trained; lower training.seeds or add seeds",
+                  file=sys.stderr)
         update, close = progress_bar(args, cfg.name)
         try:
             summary = _a1_report.run_a1(cfg, args.out, workers=args.workers, device=args.device,

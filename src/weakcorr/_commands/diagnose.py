@@ -62,19 +62,65 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from .. import _diagnose, data, models
+def _check_flags(args: argparse.Namespace) -> None:
+    """Every flag checked before any work: one-line errors that name the flag."""
+    import math
+
+    import torch
+
+    from .. import _diagnose, models
+    from ..asymptotics import MIN_NS, MIN_SAMPLES
 
     for name in ("depth", "n_train", "n_test", "steps", "seeds", "n_inputs"):
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be >= 1, got {getattr(args, name)}")
+    widths = sorted(set(args.width))
+    if len(widths) < MIN_NS or widths[0] < 1:
+        raise ValueError(f"`--width` must give at least {MIN_NS} distinct positive widths (width "
+                         f"exponents), got {' '.join(map(str, args.width))}; e.g. --width 32 64 "
+                         "128 256")
+    if args.seeds < MIN_SAMPLES:
+        raise ValueError(f"`--seeds` must be >= {MIN_SAMPLES} (quantile exponents over seeds), "
+                         f"got {args.seeds}; e.g. --seeds 5")
     if args.batch_size < 0:
         raise ValueError(f"`--batch-size` must be >= 0 (0 = full batch), got {args.batch_size}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise ValueError(f"`--lr` must be a finite number > 0, got {args.lr!r}; e.g. --lr 0.1")
+    if not math.isfinite(args.lr_exponent):
+        raise ValueError(f"`--lr-exponent` must be a finite number (lr = η0 · n^ALPHA), got "
+                         f"{args.lr_exponent!r}; e.g. --lr-exponent -0.5")
+    if args.r is not None and not math.isfinite(args.r):
+        raise ValueError(f"`--r` must be a finite number (r(n) = n^RHO), got {args.r!r}; "
+                         "e.g. --r -0.5")
+    exponents = [("--lr-exponent", 0.0)] + ([("--r", args.r)] if args.r is not None else [])
+    for w in widths:
+        for flag, rho in exponents:  # the training learning rates lr · n^ALPHA (· n^RHO)
+            try:
+                lr = args.lr * float(w) ** (args.lr_exponent + rho)
+            except (ArithmeticError, ValueError):
+                lr = math.inf
+            if not (math.isfinite(lr) and lr > 0):
+                raise ValueError(f"`{flag}`: the learning rate at width {w} would be {lr!r} "
+                                 f"(--lr {args.lr:g}, --lr-exponent {args.lr_exponent:g}"
+                                 + (f", --r {args.r:g}" if flag == "--r" else "")
+                                 + "), not a finite number > 0; use an exponent of smaller "
+                                 "magnitude")
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         raise ValueError(f"`--device` must be cpu or cuda, got {args.device!r}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"`--device` is {args.device!r} but CUDA is not available here; use "
+                         "--device cpu")
     if args.activation not in [a.value for a in models.Activation]:
         raise ValueError(f"`--activation` must be one of "
                          f"{', '.join(a.value for a in models.Activation)}, got {args.activation!r}")
+    if args.out is not None:
+        _diagnose.check_writable_dir(args.out, "--out", subdirs=("figures",))
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import _diagnose, data, models
+
+    _check_flags(args)
     ds = data.load(args.dataset, n_train=args.n_train, n_test=args.n_test,
                    data_dir=args.data_dir, **({"grayscale": True} if args.dataset == "cifar10"
                                               else {}))
