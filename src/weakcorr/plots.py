@@ -9,6 +9,7 @@ pyplot (no GUI backend, no global state).
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import pathlib
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .analysis import fit_power_law  # noqa: E402
+from .analysis import fit_power_law, group_keys  # noqa: E402
 from .results import atomic_path  # noqa: E402
 
 __all__ = ["plot_training_curves", "plot_width_scaling", "save_figure"]
@@ -64,6 +65,44 @@ def _num(v: float) -> str:
     return f"{v:.2f}".replace("-", "−")
 
 
+def _is_number(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _same_key(a: object, b: object) -> bool:
+    if _is_number(a) and _is_number(b):
+        fa, fb = float(a), float(b)  # type: ignore[arg-type]
+        if math.isnan(fa) or math.isnan(fb):
+            return math.isnan(fa) and math.isnan(fb)
+        return abs(fa - fb) <= 1e-8 * max(1.0, abs(fa), abs(fb))
+    return a == b
+
+
+def _ordered(keys: Sequence[object]) -> list[object]:
+    """Group keys in display order: numbers descending (as in the paper), others by name."""
+    uniq = [k for k in dict.fromkeys(keys) if not (k is None or k is pd.NA
+                                                   or (_is_number(k) and math.isnan(float(k))))]
+    if all(_is_number(k) for k in uniq):
+        return sorted(uniq, key=float, reverse=True)
+    return sorted(uniq, key=str)
+
+
+def _why_empty(rows: pd.DataFrame, y: str) -> str:
+    """Why a group has no point to draw, from its runs' statuses."""
+    counts = rows["status"].value_counts()
+    n = len(rows)
+    for status, word in (("diverged", "diverged"), ("failed", "failed")):
+        if counts.get(status, 0) == n:
+            return f"all {n} runs {word}" if n > 1 else f"its run {word}"
+    parts = [f"{counts[s]} {s}" for s in ("diverged", "failed") if counts.get(s, 0)]
+    if counts.get("ok", 0):
+        parts.append(f"{counts['ok']} ok with {y} ≤ 0 or NaN")
+    others = n - sum(int(counts.get(s, 0)) for s in ("ok", "diverged", "failed"))
+    if others:
+        parts.append(f"{others} with another status")
+    return "no usable runs (" + ", ".join(parts) + ")"
+
+
 def plot_width_scaling(
     df: pd.DataFrame,
     *,
@@ -76,15 +115,19 @@ def plot_width_scaling(
 ) -> Figure:
     """Fig. 4: ``y`` against width on log-log axes, one colour per α.
 
-    Each seed is a small marker, the mean per width a larger one, and the dashed line the
+    Each seed is a small marker, the geometric mean over seeds per width (exp of the mean of
+    log y, the point the log-log fit goes through) a larger one, and the dashed line the
     power-law fit (:func:`weakcorr.analysis.fit_power_law`) with its slope and 95 % CI in the
-    legend. Only runs with status ``ok`` and positive finite ``y`` are drawn.
+    legend, which sits outside the axes. Only runs with status ``ok`` and positive finite ``y``
+    are drawn. Colours follow the order of all ``by`` values of the table, so a group whose
+    runs all diverged keeps its colour and gets a legend entry saying so.
 
     Args:
         df: the tidy run table.
         y: the metric (default ``mse_test``, Eq. 30).
         x: the width column.
-        by: one curve per value of this column.
+        by: one curve per value of this column (numbers grouped as in
+            :func:`weakcorr.analysis.group_keys`; strings such as ``"activation"`` work too).
         fits: precomputed fits (default: computed here).
         title: the axes title (None: none).
         save_to: if given, save PNG and PDF there (see :func:`save_figure`).
@@ -93,37 +136,56 @@ def plot_width_scaling(
         The figure.
     """
     fits = fit_power_law(df, x=x, y=y, by=by) if fits is None else fits
-    fig = Figure(figsize=(7.5, 5.2), layout="constrained")
+    fig = Figure(figsize=(9.0, 5.0), layout="constrained")
     ax = fig.add_subplot()
-    ok = df[(df["status"] == "ok")].copy()
-    ok[y] = pd.to_numeric(ok[y], errors="coerce")
-    ok = ok[np.isfinite(ok[y]) & (ok[y] > 0)]
-    groups = sorted(ok[by].dropna().unique(), reverse=True)
+    table = df.assign(_key=group_keys(df[by]))
+    keys = _ordered(list(table["_key"]))
+    vals = pd.to_numeric(table[y], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    xv = pd.to_numeric(table[x], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    usable = ((table["status"] == "ok").to_numpy(dtype=bool, na_value=False)
+              & np.isfinite(vals) & (vals > 0) & np.isfinite(xv) & (xv > 0))
+    ok = table[usable].assign(_x=xv[usable], _y=vals[usable])
     cmap = matplotlib.colormaps["viridis"]
-    fit_by = {round(float(r[by]), 10): r for _, r in fits.iterrows()} if len(fits) else {}
-    for i, key in enumerate(groups):
-        color = cmap(0.9 * i / max(1, len(groups) - 1))
-        g = ok[ok[by] == key]
-        xs = g[x].astype(float).to_numpy()
-        ax.scatter(xs, g[y], s=12, color=color, alpha=0.35, linewidths=0)
-        mean = g.groupby(x)[y].mean()
-        ax.plot(mean.index.astype(float), mean.to_numpy(), "o", color=color, ms=6,
+    handles, labels = [], []
+    for i, key in enumerate(keys):
+        color = cmap(0.85 * i / max(1, len(keys) - 1))
+        label = (_alpha_label(float(key)) if by == "alpha" and _is_number(key)  # type: ignore[arg-type]
+                 else f"{by} = {key}")
+        g = ok[ok["_key"].map(lambda k, key=key: _same_key(k, key))]
+        if g.empty:
+            rows = table[table["_key"].map(lambda k, key=key: _same_key(k, key))]
+            (h,) = ax.plot([], [], "o", color=color, mfc="none")
+            handles.append(h)
+            labels.append(f"{label}: {_why_empty(rows, y)}")
+            continue
+        ax.scatter(g["_x"], g["_y"], s=12, color=color, alpha=0.35, linewidths=0)
+        gmean = np.exp(np.log(g["_y"]).groupby(g["_x"]).mean())
+        ax.plot(gmean.index, gmean.to_numpy(), "o", color=color, ms=6,
                 markeredgecolor="black", markeredgewidth=0.5)
-        label = _alpha_label(float(key)) if by == "alpha" else f"{by} = {key}"
-        fit = fit_by.get(round(float(key), 10))
+        fit = next((r for _, r in fits.iterrows() if _same_key(r[by], key)), None) \
+            if len(fits) and by in fits.columns else None
         if fit is not None and math.isfinite(fit["slope"]):
-            grid = np.geomspace(xs.min(), xs.max(), 50)
+            grid = np.geomspace(g["_x"].min(), g["_x"].max(), 50)
             ax.plot(grid, np.exp(fit["intercept"]) * grid ** fit["slope"], "--", color=color,
                     lw=1.5)
             label += f": slope {_num(fit['slope'])}"
             if math.isfinite(fit["ci_low"]):
                 label += f" [{_num(fit['ci_low'])}, {_num(fit['ci_high'])}]"
-        ax.plot([], [], "o--", color=color, label=label)
+            else:
+                label += " (no CI: 1 seed)" if fit.get("n_seeds", 2) < 2 else " (no CI)"
+            (h,) = ax.plot([], [], "o--", color=color, markeredgecolor="black",
+                           markeredgewidth=0.5)
+        else:
+            label += ": no slope (needs ≥ 2 widths)"
+            (h,) = ax.plot([], [], "o", color=color, markeredgecolor="black",
+                           markeredgewidth=0.5)
+        handles.append(h)
+        labels.append(label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(_LABELS.get(x, x))
     ax.set_ylabel(_LABELS.get(y, y))
-    widths = sorted(ok[x].astype(float).unique())
+    widths = sorted(ok["_x"].unique())
     if 0 < len(widths) <= 16:
         ax.set_xticks(widths, [f"{w:g}" for w in widths], minor=False)
         ax.tick_params(axis="x", which="minor", bottom=False, labelbottom=False)
@@ -131,10 +193,12 @@ def plot_width_scaling(
     if title:
         ax.set_title(title, fontsize=11)
     ax.grid(True, which="major", alpha=0.3)
-    if groups:
-        ax.legend(title="markers: seeds, dots: mean, dashed: fit (95 % CI)", fontsize=8,
-                  title_fontsize=8, loc="best")
-    else:
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title_fontsize=8,
+                   title="small markers: seeds\nlarge dots: geometric mean over seeds\n"
+                         "dashed: fit of log y on log n,\nslope [95 % CI over seeds]",
+                   alignment="left")
+    if ok.empty:
         ax.text(0.5, 0.5, "no finished runs with positive values", ha="center",
                 transform=ax.transAxes)
     if save_to is not None:
@@ -150,11 +214,13 @@ def plot_training_curves(
     max_widths: int = 4,
     save_to: str | os.PathLike[str] | None = None,
 ) -> Figure:
-    """Training curves: losses of f and f_lin and their batch discrepancy against step.
+    """Training curves: losses of f and f_lin and their discrepancy against step.
 
     One panel per width (columns) and per α (rows); each line is the mean over the seeds of
     runs with status ``ok``: the training losses of f (solid) and f_lin (dashed) on the left
-    (linear) axis, the mini-batch discrepancy mean_b ‖f − f_lin‖² (dotted) on the right one.
+    (linear) axis, the mini-batch discrepancy mean_b ‖f − f_lin‖² (dotted) and, where logged
+    (``logging.eval_every``), the test-set MSE(f, f_lin) of Eq. 30 (dash-dotted) on the right
+    (log) one. Each curve uses the steps at which it was logged.
 
     Args:
         logs: the long log table (:func:`weakcorr.analysis.load_logs`).
@@ -165,60 +231,91 @@ def plot_training_curves(
 
     Returns:
         The figure.
+
+    Raises:
+        ValueError: for an ``alpha`` or width without finished runs in ``logs``.
     """
     ok = logs[logs["status"] == "ok"] if "status" in logs.columns else logs
-    all_alphas = sorted(ok["alpha"].dropna().unique(), reverse=True)
+    ok = ok.assign(alpha=group_keys(pd.to_numeric(ok["alpha"], errors="coerce").astype(float)))
+    all_alphas = _ordered(list(ok["alpha"]))
     if alpha is None:
         alphas = all_alphas
     else:
-        wanted = [alpha] if isinstance(alpha, (int, float)) else list(alpha)
-        alphas = [a for a in all_alphas if any(np.isclose(a, w) for w in wanted)]
+        wanted = [alpha] if np.ndim(alpha) == 0 else list(alpha)  # type: ignore[arg-type]
+        for w in wanted:
+            if not _is_number(w) or not math.isfinite(float(w)):
+                raise ValueError(f"`alpha` must be a number or a list of numbers, got {alpha!r}")
+            if not any(_same_key(float(w), a) for a in all_alphas):
+                shown = ", ".join(f"{float(a):g}" for a in all_alphas) or "none"
+                raise ValueError(f"`alpha` {float(w):g} has no finished runs in the logs; "
+                                 f"α with finished runs: {shown}")
+        alphas = [a for a in all_alphas if any(_same_key(float(w), a) for w in wanted)]
+    all_widths = sorted(ok["width"].dropna().unique())
     if widths is None:
-        all_widths = sorted(ok["width"].dropna().unique())
         idx = np.unique(np.linspace(0, len(all_widths) - 1, min(max_widths, len(all_widths)))
                         .round().astype(int)) if all_widths else []
         widths = [all_widths[i] for i in idx]
+    else:
+        widths = list(widths)
+        for w in widths:
+            if w not in all_widths:
+                raise ValueError(f"`widths` has {w!r}, which has no finished runs in the logs; "
+                                 f"widths with finished runs: {[int(v) for v in all_widths]}")
     rows, cols = max(1, len(alphas)), max(1, len(widths))
-    height = 2.3 * rows + 0.9
-    fig = Figure(figsize=(3.2 * cols + 0.6, height))
+    fig = Figure(figsize=(3.3 * cols + 0.9, 2.3 * rows + 0.9), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
-    fig.subplots_adjust(left=0.06 if cols > 2 else 0.15, right=0.95, bottom=0.45 / height,
-                        top=1 - 0.55 / height, wspace=0.45, hspace=0.35)
     styles = (("loss_f", "-", "tab:blue", "training loss of f (left)"),
               ("loss_lin", "--", "tab:orange", "training loss of f_lin (left)"),
-              ("discrepancy", ":", "tab:red", "batch discrepancy mean ‖f − f_lin‖² (right)"))
-    handles = []
+              ("discrepancy", ":", "tab:red", "batch discrepancy mean ‖f − f_lin‖² (right)"),
+              ("mse_test", "-.", "tab:purple", "test MSE(f, f_lin), Eq. 30 (right)"))
+    handles: dict[str, object] = {}
     for i, a in enumerate(alphas):
-        sel = ok[np.isclose(ok["alpha"].astype(float), a)]
+        sel = ok[ok["alpha"].map(lambda k, a=a: _same_key(k, a))]
         for j, w in enumerate(widths):
             ax = axes[i, j]
             twin = ax.twinx()
             g = sel[sel["width"] == w]
             cols_present = [c for c, *_ in styles if c in g.columns]
             mean = g.groupby("step")[cols_present].mean()
-            handles = []
             for col, ls, color, label in styles:
-                if col in mean.columns:
-                    target = twin if col == "discrepancy" else ax
-                    vals = mean[col].where(mean[col] > 0)
-                    handles += target.plot(mean.index, vals, ls, color=color, lw=1.4, label=label)
+                if col not in mean.columns:
+                    continue
+                right = col in ("discrepancy", "mse_test")
+                vals = mean[col].dropna()  # a curve logged at fewer steps has NaN elsewhere
+                if right:
+                    vals = vals[vals > 0]
+                if vals.empty:
+                    continue
+                (h,) = (twin if right else ax).plot(
+                    vals.index, vals.to_numpy(), ls, color=color, lw=1.4, label=label,
+                    marker="o" if len(vals) < 3 else None, ms=3)  # one point: no line
+                handles.setdefault(label, h)
             if twin.has_data():
                 twin.set_yscale("log")
-                twin.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                # A few decades ticks: minor log ticks over ~10 decades cost seconds to draw.
+                twin.yaxis.set_major_locator(matplotlib.ticker.LogLocator(numticks=5))
+                twin.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
             ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
             ax.ticklabel_format(axis="y", style="plain", useOffset=False)
             for axis in (ax, twin):
                 axis.tick_params(labelsize=7)
             twin.tick_params(axis="y", colors="tab:red")
-            ax.set_title(f"{_alpha_label(float(a))}, n = {w} ({g['seed'].nunique()} seeds)",
+            ax.set_title(f"{_alpha_label(float(a))}, n = {w} ({g['seed'].nunique()} seeds)",  # type: ignore[arg-type]
                          fontsize=8)
+            ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
             if i == rows - 1:
                 ax.set_xlabel("step", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("training loss", fontsize=8)
+            if j == cols - 1:
+                twin.set_ylabel("‖f − f_lin‖²", fontsize=8, color="tab:red")
     if handles:
-        fig.legend(handles, [h.get_label() for h in handles], loc="upper center", ncols=3,
-                   fontsize=8, frameon=False)
+        order = [lab for *_, lab in styles if lab in handles]
+        fig.legend([handles[lab] for lab in order], order, loc="outside upper center",
+                   ncols=min(cols, 2) if cols <= 2 else min(4, len(order)), fontsize=8,
+                   frameon=False)
     else:
         axes[0, 0].text(0.5, 0.5, "no finished runs", ha="center", transform=axes[0, 0].transAxes)
     if save_to is not None:
-        save_figure(fig, save_to, tight=False)
+        save_figure(fig, save_to)
     return fig

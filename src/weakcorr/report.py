@@ -2,7 +2,8 @@
 
 The report states the sweep config, how many runs finished, the power-law slopes of
 MSE_test(f, f_lin) against width per α (paper Eq. 30, 31) with bootstrap CIs over seeds next
-to the paper's Fig. 4 slopes, the figures, and every failed or diverged run.
+to the paper's Fig. 4 slopes, the figures, and every failed or diverged run. It refuses (before
+writing anything) an App. A.1 directory and one whose runs differ in more than width, α and seed.
 """
 
 from __future__ import annotations
@@ -79,6 +80,45 @@ def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
     return json_safe(out)
 
 
+def _alphas(values: Any) -> str:
+    return "[" + ", ".join(f"{float(a):g}" for a in values) + "]"
+
+
+def _no_slope_reason(fit: Any, table: pd.DataFrame, y: str) -> str:
+    if fit["n_runs"]:
+        return "needs ≥ 2 widths"
+    keys = analysis.group_keys(table["alpha"])
+    rows = table[keys.map(lambda k: plots._same_key(k, fit["alpha"]))]
+    return plots._why_empty(rows, y) if len(rows) else f"no ok runs with a finite positive {y}"
+
+
+_TITLES = {"mse_test": "Linearization error vs width by learning-rate scaling (α)",
+           "mse_train": "Linearization error (train) vs width by learning-rate scaling (α)",
+           "c_test": "Discrepancy C(f, f_lin) vs width by learning-rate scaling (α)",
+           "c_train": "Discrepancy C(f, f_lin) (train) vs width by learning-rate scaling (α)"}
+
+
+def _refuse_other_kind(root: pathlib.Path, manifest: dict[str, Any]) -> None:
+    kind = manifest.get("kind")
+    if kind == "a1":
+        raise ValueError(analysis.A1_MESSAGE.format(dir=str(root)))
+    if kind not in (None, "a2"):
+        raise ValueError(f"{str(root)!r} holds a sweep of kind {kind!r}, not an App. A.2 sweep of "
+                         "`weakcorr sweep`; pass a directory written by `weakcorr sweep`")
+
+
+def _manifest_mismatch(table: pd.DataFrame, cfg: dict[str, Any]) -> list[str]:
+    """Protocol fields where sweep.json's config disagrees with the (single-protocol) runs."""
+    out = []
+    for col, v in analysis.config_protocol(cfg).items():
+        if col not in table.columns or not len(table):
+            continue
+        runs = table[col].iloc[0]
+        if analysis._value_key(runs) != analysis._value_key(v):
+            out.append(f"{col}: sweep.json {v!r}, runs {analysis._value_key(runs)!r}")
+    return out
+
+
 def write_report(
     sweep_dir: str | os.PathLike[str],
     *,
@@ -87,6 +127,9 @@ def write_report(
     seed: int = 0,
 ) -> Report:
     """Write ``report.md``, ``summary.json`` and ``figures/`` into a sweep directory.
+
+    The paper's Fig. 4 slopes are compared only for ``y = "mse_test"`` (they are slopes of
+    MSE_test(f, f_lin)); other metrics get their fits alone.
 
     Args:
         sweep_dir: a directory written by :func:`weakcorr.sweep.run_sweep`.
@@ -99,50 +142,101 @@ def write_report(
 
     Raises:
         FileNotFoundError: if the directory holds no run files.
+        ValueError: before anything is written, if the directory is an App. A.1 one, none of
+            its run files is readable, or its runs differ in more than width, α and seed
+            (:func:`weakcorr.analysis.check_single_protocol`).
     """
     root = pathlib.Path(sweep_dir)
+    store = RunStore(root)
+    manifest = store.read_manifest() or {}
+    _refuse_other_kind(root, manifest)
     table = analysis.load_table(root)
+    analysis.check_single_protocol(table, where=repr(str(root)))
     logs = analysis.load_logs(root)
-    manifest = RunStore(root).read_manifest() or {}
     cfg = manifest.get("config") or {}
     fits = analysis.fit_power_law(table, y=y, n_boot=n_boot, seed=seed)
     fits_c = analysis.fit_power_law(table, y="c_test", n_boot=n_boot, seed=seed)
-    comparison = analysis.compare_with_paper(fits)
+    paper = y == "mse_test"
+    comparison = analysis.compare_with_paper(fits) if paper else None
     counts = {s: int((table["status"] == s).sum()) for s in ("ok", "diverged", "failed")}
-    expected = len(manifest.get("run_ids") or []) or len(table)
+    present_ids = set(table["run_id"].dropna())
+    manifest_ids = {str(r) for r in (manifest.get("run_ids") or [])}
+    missing = len(manifest_ids - present_ids)
+    not_listed = len(present_ids - manifest_ids) if manifest_ids else 0
+    unreadable = len(store.run_ids()) - len(table)
+    expected = len(manifest_ids | present_ids)
     problems = table[table["status"] != "ok"]
 
     fig_dir = root / _FIG_DIR
-    figures = plots.save_figure(plots.plot_width_scaling(table, y=y, fits=fits),
-                                fig_dir / "width_scaling")
+    # Both figures use constrained layout, which keeps legends and labels inside the figure.
+    title = _TITLES.get(y, f"{y} vs width by learning-rate scaling (α)")
+    figures = plots.save_figure(plots.plot_width_scaling(table, y=y, fits=fits, title=title),
+                                fig_dir / "width_scaling", tight=False)
     figures += plots.save_figure(plots.plot_training_curves(logs), fig_dir / "training_curves",
                                  tight=False)
     name = cfg.get("name", root.name)
     lines = [f"# Sweep report: {name}", ""]
     if cfg.get("description"):
         lines += [str(cfg["description"]).strip(), ""]
+    runs_line = (f"{len(table)} runs present: {counts['ok']} ok, {counts['diverged']} diverged, "
+                 f"{counts['failed']} failed")
+    if manifest_ids:
+        runs_line += (f"; sweep.json lists {len(manifest_ids)} runs, "
+                      + ("all present" if not missing else f"{missing} of them not present")
+                      + (f", and {not_listed} present runs are not among them" if not_listed
+                         else ""))
+    runs_line += "."
+    if unreadable:
+        runs_line += f" {unreadable} unreadable run file(s) skipped."
+    fit_cols = {"alpha": "α", "slope": "slope s(α)", "ci_low": "CI low", "ci_high": "CI high",
+                "r2": "R²", "n_runs": "runs", "n_seeds": "seeds", "n_widths": "widths"}
+    if paper:
+        assert comparison is not None
+        heading = f"## Slopes of {y} vs width (Eq. 31) and the paper's Fig. 4"
+        intro = ("Least-squares fit of log y = s·log n + b per α on runs with status ok; 95 % CI "
+                 "from a bootstrap over seeds (whole seeds resampled; slope ± t·SE). The paper "
+                 "reports −1.14, −1.14, −1.3, −1.73, −2.72 for α = 0, −0.25, −0.5, −0.75, −1.")
+        main = _md_table(comparison[comparison["alpha"].isin(fits["alpha"])],
+                         {**fit_cols, "paper_slope": "paper", "difference": "slope − paper",
+                          "paper_in_ci": "paper in CI"})
+        after = [("The paper's slopes come from widths 2048–19484 on full MNIST with 100 seeds "
+                  "(preset `paper-a2`); other width ranges or datasets need not reproduce them.")]
+    else:
+        heading = f"## Slopes of {y} vs width (Eq. 31)"
+        intro = ("Least-squares fit of log y = s·log n + b per α on runs with status ok; 95 % CI "
+                 "from a bootstrap over seeds (whole seeds resampled; slope ± t·SE). The paper's "
+                 f"Fig. 4 slopes are those of MSE_test(f, f_lin) (`--metric mse_test`); they are "
+                 f"not compared with {y}.")
+        main = _md_table(fits, fit_cols)
+        after = []
+    no_slope = [f"α = {float(r['alpha']):g}: {_no_slope_reason(r, table, y)}"
+                for _, r in fits.iterrows()
+                if not math.isfinite(r["slope"])]
+    if no_slope:
+        after.append("No slope for " + "; ".join(no_slope) + ".")
+    excluded = [(float(r["alpha"]), int(r["n_excluded"])) for _, r in fits.iterrows()
+                if r["n_excluded"]]
+    if excluded:
+        after.append(f"{sum(n for _, n in excluded)} ok run(s) left out of the fits because "
+                     f"their {y} is ≤ 0 or not finite (log undefined): "
+                     + ", ".join(f"α = {a:g}: {n}" for a, n in excluded) + ".")
     lines += [
         "## Runs", "",
-        f"{len(table)} of {expected} runs present: {counts['ok']} ok, {counts['diverged']} "
-        f"diverged, {counts['failed']} failed. Widths {sorted(table['width'].dropna().unique().tolist())}, "
-        f"α {sorted(table['alpha'].dropna().unique().tolist(), reverse=True)}, "
-        f"{table['seed'].nunique()} seeds. Total training time "
-        f"{_fmt(float(table['wall_time_s'].sum()) / 60, 3)} min.", "",
-        f"## Slopes of {y} vs width (Eq. 31) and the paper's Fig. 4", "",
-        "Least-squares fit of log y = s·log n + b per α on runs with status ok; 95 % CI from "
-        "a bootstrap over seeds (whole seeds resampled; slope ± t·SE). The paper reports "
-        "−1.14, −1.14, −1.3, −1.73, −2.72 for α = 0, −0.25, −0.5, −0.75, −1.", "",
-        _md_table(comparison[comparison["alpha"].isin(fits["alpha"])].merge(fits[["alpha", "r2", "n_seeds", "n_widths"]], on="alpha",
-                                   how="left"),
-                  {"alpha": "α", "slope": "slope s(α)", "ci_low": "CI low", "ci_high": "CI high",
-                   "r2": "R²", "n_runs": "runs", "n_seeds": "seeds", "n_widths": "widths",
-                   "paper_slope": "paper", "difference": "slope − paper",
-                   "paper_in_ci": "paper in CI"}), "",
-        "The paper's slopes come from widths 2048–19484 on full MNIST with 100 seeds "
-        "(preset `paper-a2`); other width ranges or datasets need not reproduce them.", "",
-        "Slopes of the Eq. 24 discrepancy C(f, f_lin) on the test set:", "",
-        _md_table(fits_c, {"alpha": "α", "slope": "slope", "ci_low": "CI low",
-                           "ci_high": "CI high", "r2": "R²", "n_runs": "runs"}), "",
+        (f"{runs_line} Widths {sorted(int(w) for w in table['width'].dropna().unique())}, "
+         f"α {_alphas(sorted(fits['alpha'].dropna(), reverse=True))}, "
+         f"{table['seed'].nunique()} seeds. Total training time "
+         f"{_fmt(float(table['wall_time_s'].sum()) / 60, 3)} min."), "",
+        heading, "", intro, "", main, "",
+    ]
+    for a in after:
+        lines += [a, ""]
+    if y != "c_test":
+        lines += [
+            "Slopes of the Eq. 24 discrepancy C(f, f_lin) on the test set:", "",
+            _md_table(fits_c, {"alpha": "α", "slope": "slope", "ci_low": "CI low",
+                               "ci_high": "CI high", "r2": "R²", "n_runs": "runs"}), "",
+        ]
+    lines += [
         "## Figures", "",
         f"![{y} vs width]({_FIG_DIR}/width_scaling.png)", "",
         f"PDF: [{_FIG_DIR}/width_scaling.pdf]({_FIG_DIR}/width_scaling.pdf)", "",
@@ -156,7 +250,12 @@ def write_report(
                              "diverged_step": "diverged at", "error": "error"}), ""]
     else:
         lines += ["None.", ""]
-    lines += ["## Configuration", "", "```yaml",
+    lines += ["## Configuration", ""]
+    mismatch = _manifest_mismatch(table, cfg) if cfg else []
+    if mismatch:
+        lines += ["sweep.json (below) does not describe these runs: " + "; ".join(mismatch)
+                  + ". It holds the config of the latest sweep into this directory.", ""]
+    lines += ["```yaml",
               yaml.safe_dump(cfg, sort_keys=False).strip() if cfg else "# (no sweep.json)",
               "```", ""]
     md_path = root / "report.md"
@@ -167,10 +266,12 @@ def write_report(
         "sweep": name,
         "config": cfg,
         "metric": y,
-        "runs": {"expected": expected, "present": len(table), **counts},
+        "runs": {"expected": expected, "present": len(table), "in_manifest": len(manifest_ids),
+                 "missing": missing, "not_in_manifest": not_listed, "unreadable": unreadable,
+                 **counts},
         "fits": _records(fits),
         "fits_c_test": _records(fits_c),
-        "paper_comparison": _records(comparison),
+        "paper_comparison": _records(comparison) if comparison is not None else [],
         "problems": _records(problems[["run_id", "status", "width", "alpha", "seed", "lr",
                                        "diverged_step", "error"]]),
         "figures": [str(p.relative_to(root)) for p in figures],

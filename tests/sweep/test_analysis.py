@@ -108,7 +108,8 @@ def test_degenerate_groups():
 
 @pytest.mark.parametrize("kwargs,match", [
     ({"y": "nope"}, "lacks column.*'nope'"), ({"ci": 1.5}, "`ci` must be in"),
-    ({"n_boot": 1}, "`n_boot` must be >= 2"), ({"method": "bca"}, "`method` must be 't' or"),
+    ({"n_boot": 1}, "`n_boot` must be an integer >= 2"),
+    ({"method": "bca"}, "`method` must be 't' or"),
 ], ids=["column", "ci", "n_boot", "method"])
 def test_fit_bad_arguments(kwargs, match):
     df = synthetic({0.0: -1.0}, n_seeds=2, noise=0.1, seed_sd=0, rng=np.random.default_rng(0))
@@ -163,3 +164,102 @@ def test_load_table_columns_and_fit_of_fake_sweep(tmp_path):
 def test_load_table_of_empty_dir(tmp_path):
     with pytest.raises(FileNotFoundError, match="no run files"):
         analysis.load_table(tmp_path)
+
+
+# --- review fixes: protocol columns, α keys, per-group bootstrap, exclusions, empty input -----
+
+def test_load_table_carries_protocol_and_flags_mixed_runs(tmp_path):
+    """Runs of another lr_factor/steps copied into a sweep dir are visible and refused."""
+    import shutil
+
+    root = _sweep_dir(tmp_path)
+    df = analysis.load_table(root)
+    for col in analysis.PROTOCOL_COLUMNS:
+        assert col in df.columns
+    assert (df["lr0"] == 0.1).all() and (df["lr_factor"] == "1").all()
+    assert analysis.protocol_differences(df) == {}
+    analysis.check_single_protocol(df)
+    other = config.load({
+        "model": {"widths": [16, 32]}, "data": {"name": "teacher", "n_train": 64, "n_test": 32},
+        "training": {"steps": 10, "batch_size": 16, "lr0": 0.1, "alphas": [0],
+                     "lr_factor": "sqrt(n)"},
+        "seeds": 2, "logging": {"every": 5}, "name": "other"})
+    sweep.run_sweep(other, str(tmp_path / "o"), runner=fake_runner, check_data=False)
+    for p in (tmp_path / "o" / "runs").glob("*.json"):
+        shutil.copy(p, root / "runs" / p.name)
+    mixed = analysis.load_table(root)
+    diffs = analysis.protocol_differences(mixed)
+    assert diffs == {"steps": {20: 75, 10: 4}, "lr_factor": {"1": 75, "sqrt(n)": 4}}
+    with pytest.raises(ValueError, match=r"differ in more than width, α and seed \(steps: 20 "
+                       r"\(75 runs\), 10 \(4 runs\); lr_factor: '1' \(75 runs\), 'sqrt\(n\)' "
+                       r"\(4 runs\)\).*directory of its own"):
+        analysis.check_single_protocol(mixed)
+
+
+def test_load_table_refuses_a1_records_and_unreadable_dirs(tmp_path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "a.json").write_text("garbage")
+    (runs / "b.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"2 run file\(s\) in .*, none readable"):
+        analysis.load_table(tmp_path)
+    (runs / "c.json").write_text('{"kind": "a1", "status": "ok", "config": {}, "seed": 0}')
+    with pytest.raises(ValueError, match="is an App. A.1 directory.*--report-only"):
+        analysis.load_table(tmp_path)
+
+
+def test_alpha_groups_with_tolerance_and_none_dropped():
+    base = synthetic({-0.25: -1.0, -1 / 3: -1.5}, n_seeds=3, noise=0.1, seed_sd=0.0,
+                     rng=np.random.default_rng(0))
+    nudged = base.copy()
+    nudged.loc[nudged["seed"] == 1, "alpha"] = nudged["alpha"] - 1e-9  # −0.250000001, ...
+    fits = analysis.fit_power_law(nudged, n_boot=50)
+    assert len(fits) == 2 and list(fits["n_seeds"]) == [3, 3]
+    assert fits["alpha"].iloc[0] == -0.25  # the most common value is the key
+    ref = analysis.fit_power_law(base, n_boot=50)
+    np.testing.assert_allclose(fits["slope"], ref["slope"])
+    cmp = analysis.compare_with_paper(fits)
+    assert cmp.loc[cmp["alpha"] == -0.25, "paper_slope"].item() == -1.14
+    assert (cmp["alpha"] == fits["alpha"].iloc[1]).sum() == 1  # −1/3 kept, no paper slope
+    # Two groups a hair apart that a dict keyed by round(α, 10) merged: both are kept.
+    two = pd.DataFrame([{"alpha": -0.25, "slope": -1.0, "ci_low": -1.1, "ci_high": -0.9,
+                         "n_runs": 5},
+                        {"alpha": -0.25 + 1e-14, "slope": -2.0, "ci_low": -2.1, "ci_high": -1.9,
+                         "n_runs": 5}])
+    cmp = analysis.compare_with_paper(two)
+    assert sorted(cmp.loc[cmp["n_runs"] > 0, "slope"]) == [-2.0, -1.0]
+    assert analysis.group_keys(pd.Series([0.5, -0.0, 0.0])).tolist() == [0.5, 0.0, 0.0]
+
+
+def test_non_numeric_by():
+    df = pd.concat([synthetic({0.0: -1.0}, n_seeds=2, noise=0.1, seed_sd=0,
+                              rng=np.random.default_rng(s)).assign(activation=act)
+                    for s, act in enumerate(("relu", "gelu"))])
+    fits = analysis.fit_power_law(df, by="activation", n_boot=50)
+    assert list(fits["activation"]) == ["gelu", "relu"]
+    cmp = analysis.compare_with_paper(fits, by="activation")
+    assert list(cmp["activation"]) == ["gelu", "relu"] and cmp["paper_slope"].isna().all()
+
+
+def test_bootstrap_of_a_group_does_not_depend_on_other_groups():
+    df = synthetic({0.0: -1.0, -0.5: -1.5, -1.0: -2.0}, n_seeds=4, noise=0.3, seed_sd=0.2,
+                   rng=np.random.default_rng(2))
+    full = analysis.fit_power_law(df, n_boot=300, seed=7).set_index("alpha")
+    alone = analysis.fit_power_law(df[df["alpha"] == -0.5], n_boot=300, seed=7).iloc[0]
+    assert full.loc[-0.5, "ci_low"] == alone["ci_low"]
+    assert full.loc[-0.5, "ci_high"] == alone["ci_high"]
+    diverged = df.assign(status=np.where(df["alpha"] == 0.0, "diverged", "ok"))
+    again = analysis.fit_power_law(diverged, n_boot=300, seed=7).set_index("alpha")
+    assert again.loc[-0.5, "ci_low"] == alone["ci_low"]
+
+
+def test_excluded_ok_runs_are_counted_and_empty_table_fits_to_nothing():
+    df = synthetic({0.0: -1.0, -1.0: -2.0}, n_seeds=2, noise=0.0, seed_sd=0.0,
+                   rng=np.random.default_rng(0))
+    df.loc[(df["alpha"] == 0.0) & (df["width"] == 64), "mse_test"] = [0.0, np.nan]
+    df.loc[(df["alpha"] == 0.0) & (df["width"] == 91), "status"] = "diverged"
+    fits = analysis.fit_power_law(df, n_boot=50).set_index("alpha")
+    assert fits.loc[0.0, "n_excluded"] == 2 and fits.loc[-1.0, "n_excluded"] == 0
+    empty = analysis.fit_power_law(df.iloc[:0], n_boot=50)
+    assert len(empty) == 0 and {"alpha", "slope", "n_excluded"} <= set(empty.columns)
+    assert len(analysis.compare_with_paper(empty)) == 5  # the paper's rows only

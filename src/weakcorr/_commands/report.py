@@ -21,8 +21,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("dir", metavar="DIR", help="a sweep directory (from `weakcorr sweep`)")
     p.add_argument("--metric", default="mse_test",
                    help="metric fitted against width (default mse_test, Eq. 30)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    p.add_argument("--n-boot", type=int, default=2000,
+                   help="bootstrap replicates, >= 2 (default 2000)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the bootstrap, >= 0 (default 0)")
     p.add_argument("--json", action="store_true", help="print summary.json to stdout only")
     p.set_defaults(func=run)
 
@@ -34,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
     if args.metric not in analysis.METRICS:
         raise ValueError(f"`--metric` must be one of {', '.join(analysis.METRICS)}, "
                          f"got {args.metric!r}")
-    if args.n_boot < 1:
-        raise ValueError(f"`--n-boot` must be >= 1, got {args.n_boot}")
+    if args.n_boot < 2:
+        raise ValueError(f"`--n-boot` must be >= 2 (bootstrap replicates), got {args.n_boot}; "
+                         "pass e.g. --n-boot 2000")
+    if args.seed < 0:
+        raise ValueError(f"`--seed` must be >= 0, got {args.seed}; pass e.g. --seed 0")
     rep = _report.write_report(args.dir, y=args.metric, n_boot=args.n_boot, seed=args.seed)
     if args.json:
         print(json.dumps(rep.summary))
@@ -43,10 +48,20 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {rep.markdown}")
     print(f"summary: {rep.summary_json}")
     print(f"figure: {rep.width_scaling_png}")
-    for row in rep.summary["paper_comparison"]:
-        if row["n_runs"]:
-            lo, hi = row["ci_low"], row["ci_high"]
-            ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-            paper = f" (paper {row['paper_slope']})" if row["paper_slope"] is not None else ""
-            print(f"  alpha={row['alpha']:g}: slope {row['slope']:.2f}{ci}{paper}")
+    print(f"{args.metric} ~ width^slope per alpha"
+          + (" (paper: Fig. 4, widths 2048-19484)" if args.metric == "mse_test" else "") + ":")
+    paper = {row["alpha"]: row["paper_slope"] for row in rep.summary["paper_comparison"]}
+    for row in rep.summary["fits"]:
+        alpha = f"{row['alpha']:g}" if row["alpha"] is not None else "?"
+        if row["slope"] is None:
+            why = ("needs ≥ 2 widths" if row["n_runs"]
+                   else f"no ok runs with a finite positive {args.metric}")
+            print(f"  alpha={alpha}: slope – ({why})")
+            continue
+        lo, hi = row["ci_low"], row["ci_high"]
+        ci = (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None
+              else " (no CI: 1 seed)" if row["n_seeds"] < 2 else " (no CI)")
+        ref = paper.get(row["alpha"])
+        ref_s = f" (paper {ref})" if ref is not None else ""
+        print(f"  alpha={alpha}: slope {row['slope']:.2f}{ci}{ref_s}")
     return 0
