@@ -23,7 +23,8 @@ import pandas as pd
 
 from . import _a1, _a1_plots, _diagnose
 from .analysis import fit_power_law
-from .results import MANIFEST, RunStore, atomic_path, atomic_write_json, json_safe, run_id
+from .results import (MANIFEST, RunStore, atomic_path, atomic_write_json, json_safe,
+                      protocol_changes, run_id)
 from .sweep import (
     InProcessExecutor, PerRun, RunTask, SupervisedPoolExecutor, SweepEvent, SweepSummary,
     execute_all,
@@ -72,21 +73,6 @@ class _Guarded:
 _GRID_FIELDS = {("name",), ("description",), ("datasets",), ("model", "widths"),
                 ("model", "depths"), ("model", "activations"), ("seeds",)}
 _GRID_TEXT = "datasets, model.widths, model.depths, model.activations and seeds"
-
-
-def _protocol(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """The A.1 config's fields outside the grid, flattened: {"training.steps": 60, ...}."""
-    flat: dict[str, Any] = {}
-    for key, value in cfg_dict.items():
-        if (key,) in _GRID_FIELDS:
-            continue
-        if isinstance(value, Mapping):
-            for sub, v in value.items():
-                if (key, sub) not in _GRID_FIELDS:
-                    flat[f"{key}.{sub}"] = v
-        else:
-            flat[key] = value
-    return flat
 
 
 def _trained(cfg_dict: Mapping[str, Any]) -> dict[int, bool]:
@@ -158,12 +144,8 @@ def check_out_dir(out_dir: str | os.PathLike[str], cfg: _a1.A1Config, *,
         return None
     root = pathlib.Path(out_dir)
     new_cfg = _a1.to_dict(cfg)
-    before, now = _protocol(old["config"]), _protocol(new_cfg)
-    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
-               for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
-    if changed:
-        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4
-                                          else "")
+    shown = protocol_changes(old["config"], new_cfg, _GRID_FIELDS)
+    if shown:
         raise ValueError(f"`{name}` {str(root)!r} holds an A.1 sweep of another protocol "
                          f"({shown}); its runs would be fitted together with these. Pass a new "
                          f"directory as --out; into this one, only {_GRID_TEXT} may change")

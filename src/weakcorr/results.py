@@ -31,7 +31,7 @@ from ._files import atomic_path, json_safe
 
 __all__ = [
     "FINISHED", "RunStore", "atomic_path", "atomic_write_json", "canonical_json", "json_safe",
-    "read_json",
+    "protocol_changes", "read_json",
     "run_id",
 ]
 
@@ -189,3 +189,32 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _flat_protocol(cfg: Mapping[str, Any], grid: set[tuple[str, ...]]) -> dict[str, Any]:
+    """A config dict's fields outside ``grid``, flattened one level: {"training.steps": 250}."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        if (key,) in grid:
+            continue
+        if isinstance(value, Mapping):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items() if (key, sub) not in grid})
+        else:
+            flat[key] = value
+    return flat
+
+
+def protocol_changes(old: Mapping[str, Any], new: Mapping[str, Any],
+                     grid: set[tuple[str, ...]], *, most: int = 4) -> str | None:
+    """What differs between two sweep configs outside their ``grid`` fields (the protocol), as
+    ``"training.steps: 5 -> 20; ..."`` (at most ``most`` fields named), or None if nothing.
+
+    ``grid`` holds the fields a directory's runs may differ in, as ``("seeds",)`` for a
+    top-level field or ``("model", "widths")`` for one inside a section."""
+    before, now = _flat_protocol(old, grid), _flat_protocol(new, grid)
+    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+               for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    if not changed:
+        return None
+    more = f"; and {len(changed) - most} more" if len(changed) > most else ""
+    return "; ".join(changed[:most]) + more

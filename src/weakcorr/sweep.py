@@ -38,7 +38,7 @@ import torch
 from . import config as _config
 from ._claims import ClaimingRunStore
 from ._executors import DaskExecutor, DaskLocalExecutor, SupervisedPoolExecutor
-from .results import FINISHED, MANIFEST, RunStore, run_id
+from .results import FINISHED, MANIFEST, RunStore, protocol_changes, run_id
 
 __all__ = [
     "DaskExecutor", "DaskLocalExecutor", "Executor", "InProcessExecutor", "LocalPoolExecutor",
@@ -310,21 +310,6 @@ _GRID_FIELDS = {("model", "widths"), ("training", "alphas"), ("seeds",), ("execu
                 ("name",), ("description",)}
 
 
-def _protocol(cfg_dict: Mapping[str, Any]) -> dict[str, Any]:
-    """The config's fields outside the grid, flattened: {"training.steps": 250, ...}."""
-    flat: dict[str, Any] = {}
-    for key, value in cfg_dict.items():
-        if (key,) in _GRID_FIELDS:
-            continue
-        if isinstance(value, Mapping):
-            for sub, v in value.items():
-                if (key, sub) not in _GRID_FIELDS:
-                    flat[f"{key}.{sub}"] = v
-        else:
-            flat[key] = value
-    return flat
-
-
 def check_out_dir(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] | None:
     """Check that the sweep can write into ``store``'s directory; returns its manifest (or None).
 
@@ -351,12 +336,8 @@ def check_out_dir(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] |
         raise ValueError(f"`out_dir` {str(root)!r} holds a sweep of another kind "
                          f"({old.get('kind', 'unknown')!r}, e.g. `weakcorr a1`); pass a new "
                          "directory as --out")
-    before, now = _protocol(old["config"]), _protocol(_config.to_dict(cfg))
-    changed = [f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
-               for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
-    if changed:
-        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4
-                                          else "")
+    shown = protocol_changes(old["config"], _config.to_dict(cfg), _GRID_FIELDS)
+    if shown:
         raise ValueError(f"`out_dir` {str(root)!r} holds a sweep of another protocol ({shown}); "
                          "its runs would be fitted together with these. Pass a new directory as "
                          "--out; into this one, only model.widths, training.alphas, seeds and "
