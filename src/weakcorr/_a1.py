@@ -232,9 +232,15 @@ def from_dict(raw: Any) -> A1Config:
     for k in ("name", "description"):
         if k in raw and not isinstance(raw[k], str):
             raise _fail(k, raw[k], "a string")
+    datasets = _choices("datasets", raw.get("datasets", ["mnist5k"]), DATASETS, many=True)
+    if training.loss == "cross_entropy" and "teacher" in datasets:
+        raise ValueError("`training.loss` 'cross_entropy' does not apply to `datasets` entry "
+                         "'teacher' (regression targets, not class probabilities: the loss is "
+                         "negative and training looks diverged at once); use training.loss: mse "
+                         "or drop teacher from datasets")
     return A1Config(
         model=model,
-        datasets=_choices("datasets", raw.get("datasets", ["mnist5k"]), DATASETS, many=True),
+        datasets=datasets,
         data=data_, seeds=_seeds(raw.get("seeds", 3)), correlations=corr, training=training,
         dtype=_choices("dtype", raw.get("dtype", "float32"), tuple(DTYPES), many=False),
         name=raw.get("name", "a1"), description=raw.get("description", ""),

@@ -64,6 +64,8 @@ def test_expand_orders_by_width_and_trains_first_seeds():
     (tiny(dtype="float16"), r"`dtype` must be one of float32, float64, got 'float16'"),
     ({"datasets": ["digits"]}, r"`model.widths` is missing"),
     (tiny(correlations=[1]), r"`correlations` must be a mapping with keys lr, params_per_layer"),
+    (tiny(datasets=["mnist5k", "teacher"], training={"loss": "cross_entropy"}),
+     r"`training.loss` 'cross_entropy' does not apply to `datasets` entry 'teacher'"),
 ], ids=lambda v: v if isinstance(v, str) and len(v) < 30 else None)
 def test_bad_fields_are_named(raw, match):
     with pytest.raises(ValueError, match=match):
