@@ -369,3 +369,25 @@ def test_training_curves_fit_their_figure(sweep_dir, n_widths):
     tight = fig.get_tightbbox(renderer)  # inches
     w, h = fig.get_size_inches()
     assert tight.x0 >= -0.01 and tight.y0 >= -0.01 and tight.x1 <= w + 0.01 and tight.y1 <= h + 0.01
+
+
+def test_float32_precision_note_names_the_runs_below_the_floor():
+    """float32 MSE values under report.FLOAT32_FLOOR get a note (with the α and widths);
+    float64 runs, other statuses and other metrics do not."""
+    import pandas as pd
+
+    from weakcorr import report
+
+    table = pd.DataFrame({
+        "status": ["ok", "ok", "ok", "diverged", "ok"],
+        "dtype": ["float32", "float32", "float32", "float32", "float64"],
+        "alpha": [-1.0, -1.0, 0.0, -1.0, -1.0], "width": [512, 1024, 1024, 2048, 4096],
+        "mse_test": [5e-12, 2e-13, 1e-5, 1e-14, 1e-15],
+    })
+    note = report._float32_note(table, "mse_test")
+    assert note is not None
+    assert note.startswith("Precision: 1 float32 run(s) have mse_test below 1e-12 (α = -1: 1 "
+                           "(widths 1024–1024))")
+    assert report._float32_note(table.assign(mse_test=1e-3), "mse_test") is None
+    assert report._float32_note(table, "acc_f_test") is None
+    assert report._float32_note(table.assign(dtype="float64"), "mse_test") is None
