@@ -235,8 +235,8 @@ def from_dict(raw: Any) -> A1Config:
     datasets = _choices("datasets", raw.get("datasets", ["mnist5k"]), DATASETS, many=True)
     if training.loss == "cross_entropy" and "teacher" in datasets:
         raise ValueError("`training.loss` 'cross_entropy' does not apply to `datasets` entry "
-                         "'teacher' (regression targets, not class probabilities: the loss is "
-                         "negative and training looks diverged at once); use training.loss: mse "
+                         "'teacher' (regression targets, not class probabilities: the loss can be "
+                         "negative and means nothing); use training.loss: mse "
                          "or drop teacher from datasets")
     return A1Config(
         model=model,

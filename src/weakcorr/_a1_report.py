@@ -67,12 +67,14 @@ class _Guarded:
 # ----------------------------------------------------------------------------- directories
 
 # What runs of one A.1 directory may differ in: the grid and the labels. The report fits each
-# (dataset, depth, activation) over widths and seeds, so a directory may grow by any of these;
-# everything else (data sizes and files, model settings, correlations, training, dtype) is the
-# protocol and must match, or runs measured differently would be fitted together.
-_GRID_FIELDS = {("name",), ("description",), ("datasets",), ("model", "widths"),
-                ("model", "depths"), ("model", "activations"), ("seeds",)}
-_GRID_TEXT = "datasets, model.widths, model.depths, model.activations and seeds"
+# (dataset, depth, activation) over widths and seeds, so a directory may grow by any of these,
+# and by the file datasets that data.data_dir brings (paper-a1 without it runs MNIST-5k only);
+# everything else (data sizes, model settings, correlations, training, dtype) is the protocol
+# and must match, or runs measured differently would be fitted together.
+_GRID_FIELDS = {("name",), ("description",), ("datasets",), ("data", "data_dir"),
+                ("model", "widths"), ("model", "depths"), ("model", "activations"), ("seeds",)}
+_GRID_TEXT = ("datasets, data.data_dir, model.widths, model.depths, model.activations and "
+              "seeds")
 
 
 def _trained(cfg_dict: Mapping[str, Any]) -> dict[int, bool]:
@@ -257,17 +259,18 @@ def _row(rec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _records(root: str | os.PathLike[str], *, unlisted: bool = False) -> list[dict[str, Any]]:
-    """The A.1 records of ``root``: those listed in its ``sweep.json`` (every sweep into the
-    directory), or all when there is no manifest; ``unlisted=True``: the others instead."""
+    """The A.1 records of ``root``, all of them, as the A.2 report takes every run present;
+    ``unlisted=True``: only those not in its ``sweep.json`` (a directory of a version before
+    sweep.json kept every sweep's run ids lists only its latest sweep's)."""
     store = RunStore(root)
     if not store.run_ids():
         raise FileNotFoundError(f"no run files in {os.fspath(root)!r} (expected "
                                 f"{os.fspath(store.runs_dir)}/<run_id>.json from `weakcorr a1`)")
-    listed = set((store.read_manifest() or {}).get("run_ids") or [])
     recs = [r for r in store.records() if r.get("kind") == "a1"]
-    if not listed:
-        return [] if unlisted else recs
-    return [r for r in recs if (r.get("run_id") in listed) != unlisted]
+    if not unlisted:
+        return recs
+    listed = set((store.read_manifest() or {}).get("run_ids") or [])
+    return [r for r in recs if listed and r.get("run_id") not in listed]
 
 
 def load_table(root: str | os.PathLike[str]) -> pd.DataFrame:
@@ -481,7 +484,7 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
     fits = fit_exponents(table, n_boot=n_boot, seed=seed)
     entries = _entry_orders(root, n_boot=max(200, n_boot // 10), seed=seed)
     verdicts = _verdicts(fits, curves) if len(fits) else []
-    expected = len(manifest.get("run_ids") or []) or len(table)
+    expected = len(set(manifest.get("run_ids") or []) | set(table["run_id"]))
     counts = {s: int((table["status"] == s).sum()) for s in ("ok", "diverged", "failed")}
     cfg = manifest.get("config") or {}
     lines = [f"# A.1 report: {cfg.get('name', root.name)}", ""]
@@ -493,8 +496,9 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
               f"{counts['diverged']} diverged, {counts['failed']} failed; total compute "
               f"{float(wall.sum()) / 60:.1f} min (sum of per-run wall times).", ""]
     if n_unlisted:
-        lines += [f"- {n_unlisted} A.1 run files in runs/ are not listed in {MANIFEST} (left by "
-                  "an earlier sweep into this directory) and are left out of this report"]
+        lines += [f"- {n_unlisted} A.1 runs are not listed in {MANIFEST} (from an earlier "
+                  "sweep into this directory by a version that kept only the latest sweep's run "
+                  "ids); they are included"]
     for name, why in (manifest.get("skipped_datasets") or {}).items():
         lines += [f"- dataset `{name}` skipped: {why}"]
     if len(table) and "n_params" in table.columns:

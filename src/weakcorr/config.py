@@ -76,7 +76,7 @@ DATASETS = ("mnist5k", "digits", "teacher", "mnist", "fashion-mnist", "cifar10")
 DTYPES = ("float32", "float64")
 # Samples in the bundled datasets (weakcorr.data.load): n_train + n_test must fit in them.
 BUNDLED_SIZES = {"mnist5k": 5000, "digits": 1797}
-MAX_SEED = 2**31 - 1  # seeds seed torch and numpy generators: keep them in int32
+MAX_SEED = 2**63 - 1  # seeds seed torch generators (int64), as in `weakcorr correlations`
 MAX_SEEDS = 100_000  # seeds per sweep (the paper uses 100)
 _MAX_WIDTHS = 10_000  # widths of a {start, stop, per_doubling} spec
 

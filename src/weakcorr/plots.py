@@ -116,11 +116,12 @@ def plot_width_scaling(
     """Fig. 4: ``y`` against width on log-log axes, one colour per α.
 
     Each seed is a small marker, the geometric mean over seeds per width (exp of the mean of
-    log y, the point the log-log fit goes through) a larger one, and the dashed line the
-    power-law fit (:func:`weakcorr.analysis.fit_power_law`) with its slope and 95 % CI in the
-    legend, which sits outside the axes. Only runs with status ``ok`` and positive finite ``y``
-    are drawn. Colours follow the order of all ``by`` values of the table, so a group whose
-    runs all diverged keeps its colour and gets a legend entry saying so.
+    log y, the average that matches a least-squares fit in log space) a larger one, and the
+    dashed line the power-law fit (:func:`weakcorr.analysis.fit_power_law`) with its slope and
+    95 % CI in the legend, which sits outside the axes. Only runs with status ``ok`` and
+    positive finite ``y`` are drawn. Colours follow the order of all ``by`` values of the
+    table, so a group whose runs all diverged keeps its colour and gets a legend entry saying
+    so.
 
     Args:
         df: the tidy run table.

@@ -131,15 +131,30 @@ def _float32_note(table: pd.DataFrame, y: str) -> str | None:
     if not y.startswith("mse_") or "dtype" not in table or y not in table:
         return None
     ok = table[(table["status"] == "ok") & (table["dtype"] == "float32")]
-    low = ok[ok[y] < FLOAT32_FLOOR]
+    low = ok[(ok[y] > 0) & (ok[y] < FLOAT32_FLOOR)]
     if low.empty:
         return None
+    keys = analysis.group_keys(low["alpha"])
     where = ", ".join(f"α = {float(a):g}: {len(g)} (widths {int(g['width'].min())}–"
-                      f"{int(g['width'].max())})" for a, g in low.groupby("alpha", sort=False))
+                      f"{int(g['width'].max())})" for a, g in low.groupby(keys, sort=False))
     return (f"Precision: {len(low)} float32 run(s) have {y} below {FLOAT32_FLOOR:g} ({where}). "
             "There float32 rounding of θ's small updates is a sizeable part of f − f_lin (at "
             "width 1024, α = −1: 14–66 % against float64, 2 % at 512), which flattens the "
             "slope; rerun them with `--set training.dtype=float64` (into a new directory).")
+
+
+def _drop_repeats(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """One run per (width, α, seed): runs of one protocol that repeat a grid point differ only
+    in what the protocol check leaves out (logging, data.data_dir), so the later ones would
+    count one seed twice in the fits and the bootstrap. Keeps the first by status (ok, then
+    diverged, then failed) and run id; returns the table and how many runs it left out."""
+    if table.empty:
+        return table, 0
+    rank = table["status"].map({"ok": 0, "diverged": 1}).fillna(2)
+    ordered = table.assign(_rank=rank).sort_values(["_rank", "run_id"], kind="stable")
+    repeat = ordered.duplicated(["width", "alpha", "seed"], keep="first")
+    kept = ordered[~repeat].drop(columns="_rank").sort_index()
+    return kept, int(repeat.sum())
 
 
 def write_report(
@@ -175,19 +190,22 @@ def write_report(
     _refuse_other_kind(root, manifest)
     table = analysis.load_table(root)
     analysis.check_single_protocol(table, where=repr(str(root)))
+    counts = {s: int((table["status"] == s).sum()) for s in ("ok", "diverged", "failed")}
+    n_present = len(table)
+    present_ids = set(table["run_id"].dropna())
+    manifest_ids = {str(r) for r in (manifest.get("run_ids") or [])}
+    missing = len(manifest_ids - present_ids)
+    not_listed = len(present_ids - manifest_ids) if manifest_ids else 0
+    unreadable = len(store.run_ids()) - n_present
+    expected = len(manifest_ids | present_ids)
+    table, n_repeats = _drop_repeats(table)  # from here on, one run per grid point
     logs = analysis.load_logs(root)
+    logs = logs[logs["run_id"].isin(set(table["run_id"]))] if "run_id" in logs else logs
     cfg = manifest.get("config") or {}
     fits = analysis.fit_power_law(table, y=y, n_boot=n_boot, seed=seed)
     fits_c = analysis.fit_power_law(table, y="c_test", n_boot=n_boot, seed=seed)
     paper = y == "mse_test"
     comparison = analysis.compare_with_paper(fits) if paper else None
-    counts = {s: int((table["status"] == s).sum()) for s in ("ok", "diverged", "failed")}
-    present_ids = set(table["run_id"].dropna())
-    manifest_ids = {str(r) for r in (manifest.get("run_ids") or [])}
-    missing = len(manifest_ids - present_ids)
-    not_listed = len(present_ids - manifest_ids) if manifest_ids else 0
-    unreadable = len(store.run_ids()) - len(table)
-    expected = len(manifest_ids | present_ids)
     problems = table[table["status"] != "ok"]
 
     fig_dir = root / _FIG_DIR
@@ -201,7 +219,7 @@ def write_report(
     lines = [f"# Sweep report: {name}", ""]
     if cfg.get("description"):
         lines += [str(cfg["description"]).strip(), ""]
-    runs_line = (f"{len(table)} runs present: {counts['ok']} ok, {counts['diverged']} diverged, "
+    runs_line = (f"{n_present} runs present: {counts['ok']} ok, {counts['diverged']} diverged, "
                  f"{counts['failed']} failed")
     if manifest_ids:
         runs_line += (f"; sweep.json lists {len(manifest_ids)} runs, "
@@ -246,6 +264,10 @@ def write_report(
     precision = _float32_note(table, y)
     if precision:
         after.append(precision)
+    if n_repeats:
+        after.append(f"{n_repeats} run(s) repeat a (width, α, seed) already present, differing "
+                     "only in logging or data.data_dir; each grid point counts once (the "
+                     "first ok run by run id).")
     lines += [
         "## Runs", "",
         (f"{runs_line} Widths {sorted(int(w) for w in table['width'].dropna().unique())}, "
@@ -292,8 +314,9 @@ def write_report(
         "sweep": name,
         "config": cfg,
         "metric": y,
-        "runs": {"expected": expected, "present": len(table), "in_manifest": len(manifest_ids),
+        "runs": {"expected": expected, "present": n_present, "in_manifest": len(manifest_ids),
                  "missing": missing, "not_in_manifest": not_listed, "unreadable": unreadable,
+                 "repeats_left_out": n_repeats,
                  **counts},
         "fits": _records(fits),
         "fits_c_test": _records(fits_c),

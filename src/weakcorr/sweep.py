@@ -324,22 +324,23 @@ def check_out_dir(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] |
     root = store.root
     for path in (root, store.runs_dir):
         if path.exists() and not path.is_dir():
-            raise ValueError(f"`out_dir` {str(root)!r}: {str(path)!r} is a file, not a directory; "
-                             "pass a new or existing sweep directory as --out")
+            raise ValueError(f"`out_dir` (--out) {str(root)!r}: {str(path)!r} is a file, not a "
+                             "directory; pass a new or existing sweep directory as --out")
     old = store.read_manifest()
     if old is None:
         if (root / MANIFEST).exists():
-            raise ValueError(f"`out_dir` {str(root)!r}: {MANIFEST} is unreadable; pass a new "
-                             "directory as --out (or delete the damaged file)")
+            raise ValueError(f"`out_dir` (--out) {str(root)!r}: {MANIFEST} is unreadable; pass "
+                             "a new directory as --out (or delete the damaged file)")
         return None
     if old.get("kind", "a2") != "a2" or not isinstance(old.get("config"), Mapping):
-        raise ValueError(f"`out_dir` {str(root)!r} holds a sweep of another kind "
+        raise ValueError(f"`out_dir` (--out) {str(root)!r} holds a sweep of another kind "
                          f"({old.get('kind', 'unknown')!r}, e.g. `weakcorr a1`); pass a new "
                          "directory as --out")
     shown = protocol_changes(old["config"], _config.to_dict(cfg), _GRID_FIELDS)
     if shown:
-        raise ValueError(f"`out_dir` {str(root)!r} holds a sweep of another protocol ({shown}); "
-                         "its runs would be fitted together with these. Pass a new directory as "
+        raise ValueError(f"`out_dir` (--out) {str(root)!r} holds a sweep of another protocol "
+                         f"({shown}); its runs would be fitted together with these. Pass a new "
+                         "directory as "
                          "--out; into this one, only model.widths, training.alphas, seeds and "
                          "execution may change")
     return old

@@ -95,7 +95,8 @@ def test_a1_refuses_an_a1_directory_of_another_protocol(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"weakcorr a1: error: `--out` {str(out)!r} holds an A.1 sweep of "
                           "another protocol (data.n_test: 4 -> 5; training.steps: 4 -> 6)")
-    assert "only datasets, model.widths, model.depths, model.activations and seeds may" in err
+    assert ("only datasets, data.data_dir, model.widths, model.depths, model.activations and "
+            "seeds may") in err
     assert json.loads((out / "sweep.json").read_text()) == manifest
     assert sorted(p.name for p in out.iterdir()) == ["sweep.json"]
 

@@ -185,14 +185,16 @@ def test_directory_grows_and_run_ids_are_the_union(tmp_path):
     assert len(_a1_report.load_table(tmp_path)) == 6
 
 
-def test_runs_not_listed_in_the_manifest_are_left_out(tmp_path):
+def test_runs_not_listed_in_the_manifest_are_included_and_noted(tmp_path):
+    """A directory of an older version lists only its latest sweep's runs: the others count."""
     cfg = _a1.from_dict(tiny(model={"widths": [4, 8], "depths": [1], "activations": ["relu"]},
                              seeds=1, training={"seeds": 0}))
     _a1_report.run_a1(cfg, tmp_path, runner=PerRun(_fake))
     stray = {**_fake(_a1.expand(cfg)[0], None), "run_id": "0" * 16}
     RunStore(tmp_path).write("0" * 16, stray)
     table = _a1_report.load_table(tmp_path)
-    assert len(table) == 2 and "0" * 16 not in set(table["run_id"])
+    assert len(table) == 3 and "0" * 16 in set(table["run_id"])
+    assert len(_a1_report._records(tmp_path, unlisted=True)) == 1
 
 
 def test_a1_sweep_refuses_other_protocols_and_seed_role_changes(tmp_path):
@@ -211,6 +213,9 @@ def test_a1_sweep_refuses_other_protocols_and_seed_role_changes(tmp_path):
         _a1_report.run_a1(cfg(seeds=[1, 2]), tmp_path, runner=PerRun(_fake))
     assert (tmp_path / "sweep.json").read_text() == manifest
     assert len(RunStore(tmp_path).run_ids()) == 2
+    # Setting data.data_dir (to add the file datasets later) is allowed.
+    _a1_report.run_a1(cfg(data={**tiny()["data"], "data_dir": str(tmp_path)}), tmp_path,
+                      runner=PerRun(_fake))
     # Appending seeds keeps every seed's role: allowed.
     s = _a1_report.run_a1(cfg(seeds=[0, 1, 2]), tmp_path, runner=PerRun(_fake))
     assert (s.skipped, s.ran) == (2, 1)

@@ -110,7 +110,8 @@ def test_report_files(written):
         "figures/training_curves.pdf", "figures/training_curves.png", "figures/width_scaling.pdf",
         "figures/width_scaling.png"]
     assert summary["runs"] == {"expected": 48, "present": 48, "in_manifest": 48, "missing": 0,
-                               "not_in_manifest": 0, "unreadable": 0, "ok": 36, "diverged": 0,
+                               "not_in_manifest": 0, "unreadable": 0, "repeats_left_out": 0,
+                               "ok": 36, "diverged": 0,
                                "failed": 12}
     slopes = {r["alpha"]: r["slope"] for r in summary["fits"]}
     assert slopes[0.0] == pytest.approx(-1.0, abs=0.2)
@@ -391,3 +392,22 @@ def test_float32_precision_note_names_the_runs_below_the_floor():
     assert report._float32_note(table.assign(mse_test=1e-3), "mse_test") is None
     assert report._float32_note(table, "acc_f_test") is None
     assert report._float32_note(table.assign(dtype="float64"), "mse_test") is None
+
+
+def test_report_counts_each_grid_point_once(tmp_path, capsys, no_figures):
+    """Runs that repeat a (width, α, seed) with other logging (another run id) count once."""
+    import shutil
+
+    root = _small_sweep(tmp_path / "s")
+    again = _small_sweep(tmp_path / "a", every=10)
+    for p in (again / "runs").glob("*.json"):
+        shutil.copy(p, root / "runs" / p.name)
+    rc, out, err = _cli(["report", str(root), "--n-boot", "50", "--json"], capsys)
+    assert rc == 0, err
+    got = json.loads(out)
+    assert got["runs"]["present"] == 24 and got["runs"]["repeats_left_out"] == 12
+    assert [f["n_runs"] for f in got["fits"]] == [6, 6]
+    assert "12 run(s) repeat a (width, α, seed) already present" in (root / "report.md").read_text()
+    rc, out, _ = _cli(["report", str(tmp_path / "a"), "--n-boot", "50", "--json"], capsys)
+    alone = json.loads(out)["fits"]
+    assert [f["slope"] for f in got["fits"]] == pytest.approx([f["slope"] for f in alone])
