@@ -228,7 +228,9 @@ def mlp(
         output_scale: the output is multiplied by this constant > 0 (Chizat-style lazy scaling).
         generator: the random source of the initialisation.
         seed: an integer seed instead of ``generator`` (see above).
-        dtype: floating parameter dtype.
+        dtype: floating parameter dtype. The initial values are drawn in float32 and then cast,
+            so that one seed gives one network in every dtype: a float64 run differs from the
+            float32 run of its seed in rounding only (comparable run by run).
 
     Returns:
         An :class:`MLP` with parameters ``linears.{k}.weight`` / ``linears.{k}.bias``.
@@ -296,9 +298,11 @@ def mlp(
             lin = ScaledLinear(fan_in, fan_out, bias=bias, weight_multiplier=a,
                                bias_multiplier=c, dtype=dtype)
             with torch.no_grad():
-                lin.weight.copy_(w_std * torch.randn(lin.weight.shape, generator=gen, dtype=dtype))
+                draw = torch.randn(lin.weight.shape, generator=gen, dtype=_DRAW_DTYPE)
+                lin.weight.copy_(w_std * draw.to(dtype))
                 if lin.bias is not None:
-                    lin.bias.copy_(b_std * torch.randn(lin.bias.shape, generator=gen, dtype=dtype))
+                    draw = torch.randn(lin.bias.shape, generator=gen, dtype=_DRAW_DTYPE)
+                    lin.bias.copy_(b_std * draw.to(dtype))
             linears.append(lin)
     return MLP(linears, act, output_scale=output_scale, parameterization=param)
 
@@ -319,6 +323,10 @@ def _hidden_widths(hidden: int | Sequence[int]) -> list[int]:
     return list(hidden)
 
 
+# Initial values are drawn in this dtype and cast to the model's (see mlp's ``dtype``).
+_DRAW_DTYPE = torch.float32
+
+
 def _standard_layers(
     widths: list[int], bias: bool, dtype: torch.dtype, generator: torch.Generator | None,
     seed: int | None,
@@ -330,14 +338,14 @@ def _standard_layers(
     try:
         layers = []
         for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True):
-            lin = ScaledLinear(fan_in, fan_out, bias=bias, dtype=dtype)
+            lin = ScaledLinear(fan_in, fan_out, bias=bias, dtype=_DRAW_DTYPE)
             bound = 1.0 / math.sqrt(fan_in)
             with torch.no_grad():
-                # Same draws, in the same order, as nn.Linear.reset_parameters.
+                # Same draws, in the same order, as nn.Linear.reset_parameters (in float32).
                 nn.init.kaiming_uniform_(lin.weight, a=math.sqrt(5), generator=generator)
                 if lin.bias is not None:
                     nn.init.uniform_(lin.bias, -bound, bound, generator=generator)
-            layers.append(lin)
+            layers.append(lin.to(dtype))
         return layers
     finally:
         if state is not None:

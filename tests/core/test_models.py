@@ -18,7 +18,8 @@ def _nn_linear_stack(widths, dtype):
 @pytest.mark.parametrize("source", ["seed", "generator", "global"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_standard_matches_nn_linear_exactly(source, dtype):
-    """`standard` = nn.Linear's default init, draw for draw, from each random source."""
+    """`standard` = nn.Linear's default init, draw for draw, from each random source: drawn in
+    float32 (PyTorch's default dtype) and cast, so float64 is the float32 network exactly."""
     if source == "seed":
         net = models.mlp(7, [5, 6], 3, activation="relu", seed=11, dtype=dtype)
     elif source == "generator":
@@ -28,13 +29,24 @@ def test_standard_matches_nn_linear_exactly(source, dtype):
         torch.manual_seed(11)
         net = models.mlp(7, [5, 6], 3, activation="relu", dtype=dtype)
     torch.manual_seed(11)
-    ref = _nn_linear_stack([7, 5, 6, 3], dtype)
+    ref = [lin.to(dtype) for lin in _nn_linear_stack([7, 5, 6, 3], torch.float32)]
     for lin, r in zip(net.linears, ref, strict=True):
         assert lin.weight_multiplier == 1.0 and lin.bias_multiplier == 1.0
         assert torch.equal(lin.weight, r.weight) and torch.equal(lin.bias, r.bias)
     x = torch.randn(4, 7, dtype=dtype)
     want = ref[2](torch.relu(ref[1](torch.relu(ref[0](x)))))
     torch.testing.assert_close(net(x), want, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("param", ["standard", "ntk", "mup"])
+def test_one_seed_is_one_network_in_every_dtype(param):
+    """float64 differs from float32 by rounding only (run-by-run precision comparisons)."""
+    a = models.mlp(7, [5, 6], 3, activation="gelu", parameterization=param, seed=3)
+    b = models.mlp(7, [5, 6], 3, activation="gelu", parameterization=param, seed=3,
+                   dtype=torch.float64)
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert q.dtype == torch.float64
+        torch.testing.assert_close(p.double(), q, rtol=1e-7, atol=0)
 
 
 def test_standard_seed_restores_global_rng():
