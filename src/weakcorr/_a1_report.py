@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from . import _a1, _a1_plots, _diagnose
+from ._files import check_writable_dir
 from .analysis import fit_power_law
 from .results import (MANIFEST, RunStore, atomic_path, atomic_write_json, json_safe,
                       protocol_changes, run_id)
@@ -99,7 +100,7 @@ def check_report_dir(out_dir: str | os.PathLike[str], *, name: str = "out_dir"
     """Check that ``out_dir`` holds an A.1 sweep (or none yet); returns its manifest (or None).
 
     Nothing is written. ``out_dir`` must be a directory or creatable
-    (:func:`weakcorr._diagnose.check_writable_dir`). A directory whose ``sweep.json`` is of
+    (:func:`weakcorr._files.check_writable_dir`). A directory whose ``sweep.json`` is of
     another kind (an App. A.2 sweep of ``weakcorr sweep``: ``"kind": "a2"`` or none), or that
     has no ``sweep.json`` and holds run files not from ``weakcorr a1``, is refused.
 
@@ -109,7 +110,7 @@ def check_report_dir(out_dir: str | os.PathLike[str], *, name: str = "out_dir"
     """
     store = RunStore(out_dir)
     root = store.root
-    _diagnose.check_writable_dir(root, name, subdirs=(store.runs_dir.name, _FIG_DIR))
+    check_writable_dir(root, name, subdirs=(store.runs_dir.name, _FIG_DIR))
     manifest = store.read_manifest()
     if manifest is None:
         if (root / MANIFEST).exists():

@@ -28,7 +28,7 @@ from . import __version__
 from . import correlations as C
 from . import data as _data
 from . import models as _models
-from ._files import atomic_path
+from ._files import atomic_path, check_writable_dir
 from .functional import functional
 
 __all__ = [
@@ -194,16 +194,8 @@ def check_out_dir(config: CorrelationSweep, out_dir: str | os.PathLike[str]) -> 
     """
     root = Path(out_dir)
     shown = repr(str(out_dir))
-    if root.exists() and not root.is_dir():
-        raise ValueError(f"`--out` {shown} is a file, not a directory; pass a new or existing "
-                         "directory as --out.")
+    check_writable_dir(root, "--out")
     if not root.exists():
-        for parent in root.parents:
-            if parent.exists():
-                if not parent.is_dir():
-                    raise ValueError(f"`--out` {shown} cannot be created: {str(parent)!r} is a "
-                                     "file, not a directory; pass another --out.")
-                break
         return
     if (root / "sweep.json").exists():
         raise ValueError(f"`--out` {shown} is a `weakcorr sweep`/`a1` directory (it holds "

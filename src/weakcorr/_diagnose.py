@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from . import _a1
+from ._files import check_writable_dir
 from . import correlations as C
 from .asymptotics import MIN_NS, MIN_SAMPLES, fit_order
 from .functional import functional
@@ -216,35 +217,6 @@ def combine_checks(checks: Sequence[bool | None], *, negative: str = "not consis
     if missing:
         return f"consistent on what was assessed ({missing} of {len(checks)} not assessed)"
     return "consistent"
-
-
-def check_writable_dir(path: str | Any, name: str = "out_dir", *,
-                       subdirs: Sequence[str] = ()) -> None:
-    """Raise a one-line ValueError (naming ``name``) unless ``path`` is, or can become, a directory.
-
-    Checked without creating anything: ``path`` (and ``path/<subdir>`` for each of
-    ``subdirs``) must be a directory or not exist; its nearest existing ancestor must be a
-    writable directory.
-    """
-    import os
-    import pathlib
-
-    root = pathlib.Path(path)
-    for p in (root, *(root / d for d in subdirs)):
-        if p.exists() and not p.is_dir():
-            raise ValueError(f"`{name}` {str(root)!r}: {str(p)!r} is a file, not a directory; "
-                             f"pass a new or existing directory as {name}")
-    probe = root
-    while not probe.exists():
-        if probe.parent == probe:
-            break
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        raise ValueError(f"`{name}` {str(root)!r}: {str(probe)!r} is a file, so no directory "
-                         f"can be made under it; pass a directory path as {name}")
-    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"`{name}` {str(root)!r}: {str(probe)!r} is not writable; pass a "
-                         f"directory you can write to as {name}")
 
 
 def _t_interval(values: Sequence[float], level: float) -> tuple[float, float, float]:

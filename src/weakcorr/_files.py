@@ -10,10 +10,10 @@ import contextlib
 import math
 import os
 import pathlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["atomic_path", "json_safe"]
+__all__ = ["atomic_path", "check_writable_dir", "json_safe"]
 
 
 def json_safe(obj: Any) -> Any:
@@ -54,3 +54,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[pathlib.Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def check_writable_dir(path: str | os.PathLike[str], name: str = "out_dir", *,
+                       subdirs: Sequence[str] = ()) -> None:
+    """Raise a one-line ValueError (naming ``name``) unless ``path`` is, or can become, a directory.
+
+    Checked without creating anything: ``path`` (and ``path/<subdir>`` for each of
+    ``subdirs``) must be a directory or not exist; its nearest existing ancestor must be a
+    writable directory.
+    """
+    root = pathlib.Path(path)
+    for p in (root, *(root / d for d in subdirs)):
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"`{name}` {str(root)!r}: {str(p)!r} is a file, not a directory; "
+                             f"pass a new or existing directory as {name}")
+    probe = root
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise ValueError(f"`{name}` {str(root)!r}: {str(probe)!r} is a file, so no directory "
+                         f"can be made under it; pass a directory path as {name}")
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise ValueError(f"`{name}` {str(root)!r}: {str(probe)!r} is not writable; pass a "
+                         f"directory you can write to as {name}")

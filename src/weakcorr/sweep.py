@@ -38,6 +38,7 @@ import torch
 from . import config as _config
 from ._claims import ClaimingRunStore
 from ._executors import DaskExecutor, DaskLocalExecutor, SupervisedPoolExecutor
+from ._files import check_writable_dir
 from .results import FINISHED, MANIFEST, RunStore, protocol_changes, run_id
 
 __all__ = [
@@ -313,19 +314,17 @@ _GRID_FIELDS = {("model", "widths"), ("training", "alphas"), ("seeds",), ("execu
 def check_out_dir(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] | None:
     """Check that the sweep can write into ``store``'s directory; returns its manifest (or None).
 
-    The directory must be a directory (or not exist yet). If it holds a sweep already, that
-    sweep must have the same protocol: only ``model.widths``, ``training.alphas``, ``seeds``
-    and ``execution`` may change, so that a directory can grow by widths, α or seeds while its
+    The directory must be one, or creatable as one, and so must its runs/ folder
+    (:func:`weakcorr._files.check_writable_dir`). If it holds a sweep already, that sweep must
+    have the same protocol: only ``model.widths``, ``training.alphas``, ``seeds`` and
+    ``execution`` may change, so that a directory can grow by widths, α or seeds while its
     runs stay comparable (the report fits all of them together).
 
     Raises:
         ValueError: naming ``out_dir``, what it holds, and the fix.
     """
     root = store.root
-    for path in (root, store.runs_dir):
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"`out_dir` (--out) {str(root)!r}: {str(path)!r} is a file, not a "
-                             "directory; pass a new or existing sweep directory as --out")
+    check_writable_dir(root, "--out", subdirs=(store.runs_dir.name,))
     old = store.read_manifest()
     if old is None:
         if (root / MANIFEST).exists():

@@ -145,12 +145,12 @@ def test_out_that_is_a_file_or_under_one_is_refused_before_any_work(tmp_path, ca
     afile.write_text("mine")
     assert cli.main([*ARGS, "--out", str(afile)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"weakcorr correlations: error: `--out` {str(afile)!r} is a file, not a directory; "
-        "pass a new or existing directory as --out.")
+        f"weakcorr correlations: error: `--out` {str(afile)!r}: {str(afile)!r} is a file, not a "
+        "directory; pass a new or existing directory as --out")
     assert cli.main([*ARGS, "--out", str(afile / "sub")]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"weakcorr correlations: error: `--out` {str(afile / 'sub')!r} cannot be created: "
-        f"{str(afile)!r} is a file, not a directory; pass another --out.")
+        f"weakcorr correlations: error: `--out` {str(afile / 'sub')!r}: {str(afile)!r} is a "
+        "file, so no directory can be made under it; pass a directory path as --out")
     (tmp_path / "sweep.json").write_text("{}")
     assert cli.main([*ARGS, "--out", str(tmp_path)]) == 2
     assert "is a `weakcorr sweep`/`a1` directory" in capsys.readouterr().err

@@ -213,7 +213,7 @@ def test_out_dir_that_is_a_file_is_an_error(tmp_path, where):
     else:
         out.mkdir()
         (out / "runs").write_text("")
-    with pytest.raises(ValueError, match=r"`out_dir` .* is a file, not a directory"):
+    with pytest.raises(ValueError, match=r"`--out` .* is a file, not a directory"):
         sweep.run_sweep(_cfg(), str(out), runner=fake_runner, check_data=False)
     assert where == "out" or sorted(p.name for p in out.iterdir()) == ["runs"]
 

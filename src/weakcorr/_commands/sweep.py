@@ -120,7 +120,7 @@ def summary_line(summary: Any) -> str:
     sharing the directory had claimed (``counts["claimed-elsewhere"]``).
     """
     c = summary.counts
-    skipped_failed = getattr(summary, "skipped_failed", 0)
+    skipped_failed = summary.skipped_failed
     claimed = c.get("claimed-elsewhere", 0)
     parts = [f"{summary.skipped - skipped_failed} already done"]
     if skipped_failed:
