@@ -104,6 +104,9 @@ class DataConfig:
     n_test: int
     data_dir: str | None = None
     seed: int = 0
+    # Dataset options of ``data.load`` (the teacher's d_in, d_out, teacher_width, noise), as
+    # sorted (key, value) pairs; left out of run configs (and so of run ids) when empty.
+    options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -420,6 +423,26 @@ def _model(raw: Any) -> ModelConfig:
     )
 
 
+_TEACHER_OPTIONS = {"d_in": "int", "d_out": "int", "teacher_width": "int", "noise": "float"}
+
+
+def _data_options(raw: Any, name: Any) -> tuple[tuple[str, Any], ...]:
+    """``data.options``: the teacher's sizes (``{d_in: 784, d_out: 10}`` for MNIST's shape)."""
+    if raw is None or raw == {}:
+        return ()
+    if name != "teacher":
+        raise ValueError(f"`data.options` applies to data.name 'teacher' only, got data.name "
+                         f"{name!r}; remove data.options")
+    raw = _mapping("data.options", raw, tuple(_TEACHER_OPTIONS))
+    out = {k: (_int(f"data.options.{k}", v, minimum=1, maximum=1_000_000)
+               if _TEACHER_OPTIONS[k] == "int"
+               else _float(f"data.options.{k}", v))
+           for k, v in raw.items()}
+    if out.get("noise", 0.0) < 0:
+        raise _fail("data.options.noise", out["noise"], "a number >= 0")
+    return tuple(sorted(out.items()))
+
+
 def _data(raw: Any) -> DataConfig:
     raw = _mapping("data", raw, _field_names(DataConfig))
     data_dir = _str("data.data_dir", raw.get("data_dir"), optional=True)
@@ -429,6 +452,7 @@ def _data(raw: Any) -> DataConfig:
         n_test=_int("data.n_test", _required("data", raw, "n_test", "1000"), minimum=1),
         data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
         seed=_int("data.seed", raw.get("seed", 0), minimum=0),
+        options=_data_options(raw.get("options"), raw.get("name", "mnist5k")),
     )
     size = BUNDLED_SIZES.get(out.name)
     if size is not None and out.n_train + out.n_test > size:
@@ -546,6 +570,7 @@ def from_dict(raw: Any) -> SweepConfig:
 def to_dict(cfg: SweepConfig) -> dict[str, Any]:
     """A plain, JSON/YAML-safe mapping that :func:`from_dict` turns back into ``cfg``."""
     out = dataclasses.asdict(cfg)
+    out["data"] = _data_dict(cfg.data)
     out["model"]["widths"] = list(cfg.model.widths)
     out["training"]["alphas"] = list(cfg.training.alphas)
     out["seeds"] = list(cfg.seeds)
@@ -745,6 +770,15 @@ def load(source: str | pathlib.Path | Mapping[str, Any], overrides: list[str] | 
 # --------------------------------------------------------------------------- grid expansion
 
 
+def _data_dict(data_cfg: DataConfig) -> dict[str, Any]:
+    """``data`` as a plain mapping; ``options`` only when set (older run ids stay the same)."""
+    out = dataclasses.asdict(data_cfg)
+    options = out.pop("options")
+    if options:
+        out["options"] = dict(options)
+    return out
+
+
 def run_config(cfg: SweepConfig, width: int, alpha: float, seed: int) -> dict[str, Any]:
     """The full, JSON-safe config of one run (what its id hashes)."""
     model = dataclasses.asdict(cfg.model)
@@ -754,7 +788,7 @@ def run_config(cfg: SweepConfig, width: int, alpha: float, seed: int) -> dict[st
     training.update(alpha=float(alpha), lr=lr_at(cfg.training, width, alpha))
     return {
         "model": {"width": int(width), **model},
-        "data": dataclasses.asdict(cfg.data),
+        "data": _data_dict(cfg.data),
         "training": training,
         "logging": dataclasses.asdict(cfg.logging),
         "seed": int(seed),

@@ -42,13 +42,15 @@ def load_data(data_cfg: Mapping[str, Any], dtype: str = "float32") -> Any:
     Raises:
         FileNotFoundError: if a dataset that lives in ``data_dir`` is not there.
     """
+    options = dict(data_cfg.get("options") or {})
     key = (data_cfg["name"], data_cfg["n_train"], data_cfg["n_test"], data_cfg.get("seed", 0),
-           data_cfg.get("data_dir"), dtype)
+           data_cfg.get("data_dir"), dtype, tuple(sorted(options.items())))
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one sweep uses one dataset; don't hoard memory
         _DATA_CACHE[key] = data.load(
             data_cfg["name"], n_train=data_cfg["n_train"], n_test=data_cfg["n_test"],
             seed=data_cfg.get("seed", 0), data_dir=data_cfg.get("data_dir"), dtype=_DTYPES[dtype],
+            **options,
         )
     return _DATA_CACHE[key]
 
@@ -64,7 +66,7 @@ def check_data(cfg: SweepConfig) -> None:
         raise ValueError(f"`data.data_dir` is required for dataset {d.name!r} (weakcorr never "
                          "downloads): add --set data.data_dir=/path/to/folder")
     load_data({"name": d.name, "n_train": d.n_train, "n_test": d.n_test, "seed": d.seed,
-               "data_dir": d.data_dir}, cfg.training.dtype)
+               "data_dir": d.data_dir, "options": dict(d.options)}, cfg.training.dtype)
 
 
 def build_model(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> nn.Module:

@@ -367,3 +367,22 @@ def test_expression_evaluator_rejects_complex_powers():
                                          r"\(-4\) \*\* 0.5 is not a real number"):
         config.evaluate_expression("(-n) ** 0.5", 4)
     assert config.evaluate_expression("(-n) ** 2", 4) == 16.0
+
+
+def test_teacher_options_reach_the_data_and_stay_out_of_other_run_ids():
+    """``data.options`` sizes the teacher (MNIST's shape for the no-reuse control of the Fig. 4
+    ablations); configs without it keep their run configs, hence their run ids."""
+    from weakcorr import experiments
+
+    cfg = config.load("demo", ["data.name=teacher", "data.n_train=256", "data.n_test=8",
+                               "data.options={d_in: 12, d_out: 3}", "model.widths=[8]", "seeds=1",
+                               "training.alphas=[0]", "training.steps=2"])
+    run = config.expand(cfg)[0]
+    assert run["data"]["options"] == {"d_in": 12, "d_out": 3}
+    ds = experiments.load_data(run["data"])
+    assert ds.X_train.shape == (256, 12) and ds.Y_train.shape == (256, 3)
+    assert "options" not in config.expand(config.load("demo"))[0]["data"]
+    with pytest.raises(ValueError, match=r"`data.options` applies to data.name 'teacher' only"):
+        config.load("demo", ["data.options={d_in: 3}"])
+    with pytest.raises(ValueError, match=r"`data.options.noise` must be a number >= 0"):
+        config.load("demo", ["data.name=teacher", "data.n_train=256", "data.options={noise: -1}"])
