@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__, _train, train
+from . import __version__, _precision, _train, train
 from .functional import functional
 
 __all__ = ["paired_sgd_seeds", "supports"]
@@ -421,6 +421,7 @@ def _sq_norms(t: Tensor) -> Tensor:
     return (rows * rows).sum(1)
 
 
+@_precision.trains_in_full_precision
 def paired_sgd_seeds(
     models: Sequence[nn.Module],
     data: train.DatasetLike,

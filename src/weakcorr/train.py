@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from . import __version__
+from . import __version__, _precision
 from ._memory import check_memory_budget
 from ._train import (  # noqa: F401 - re-exported for weakcorr._vmap_train and the tests
     DIVERGENCE_FACTOR,
@@ -142,6 +142,7 @@ class RunResult:
         return cls.from_dict(json.loads(s))
 
 
+@_precision.trains_in_full_precision
 def paired_sgd(
     model: nn.Module,
     data: DatasetLike,
