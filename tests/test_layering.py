@@ -16,7 +16,8 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "src" / "weakcorr"
 # registered here: that is the point of the test.
 LAYERS: dict[str, int] = {
     "__init__": 0, "_memory": 1, "_files": 1, "_precision": 1, "functional": 1,
-    "correlations": 2, "ntk": 2, "linearize": 2, "tensornorm": 2, "asymptotics": 2,
+    "_factory": 1, "_torchdata": 1,
+    "correlations": 2, "ntk": 2, "linearize": 2, "tensornorm": 2, "asymptotics": 2, "fits": 2,
     "_correlations": 2, "_ntk": 2, "_mlp_taylor": 2,
     "train": 3, "_train": 3, "_vmap_train": 3,
     "models": 4, "data": 4, "_idx": 4,

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import math
 import pathlib
@@ -26,8 +25,11 @@ import torch
 from torch import Tensor
 
 from . import _idx
+# Dataset lives below weakcorr.train (which takes it); data given the PyTorch way ((train, test)
+# of Datasets, DataLoaders or (X, Y) tuples) goes through as_dataset.
+from ._torchdata import Dataset, as_dataset
 
-__all__ = ["Dataset", "DatasetName", "load"]
+__all__ = ["Dataset", "DatasetName", "as_dataset", "load"]
 
 
 class DatasetName(StrEnum):
@@ -48,40 +50,6 @@ _OPTIONS: dict[DatasetName, dict[str, Any]] = {
 }
 # Luminance weights (ITU-R BT.601) of the grayscale CIFAR-10 used in the paper's A.1.
 _LUMA = (0.299, 0.587, 0.114)
-
-
-@dataclasses.dataclass(frozen=True)
-class Dataset:
-    """A train/test split.
-
-    Attributes:
-        X_train: inputs [n_train, d] (or [n_train, C, H, W] with ``flatten=False``).
-        Y_train: one-hot targets [n_train, n_classes] (regression targets for ``teacher``).
-        labels_train: int64 labels [n_train] in 0..n_classes-1.
-        X_test, Y_test, labels_test: the same for the test split.
-        name: the dataset's name.
-        n_classes: number of classes (the output dimension for ``teacher``).
-    """
-
-    X_train: Tensor
-    Y_train: Tensor
-    labels_train: Tensor
-    X_test: Tensor
-    Y_test: Tensor
-    labels_test: Tensor
-    name: str
-    n_classes: int
-
-    def describe(self) -> str:
-        """One line: name, sizes, feature shape, classes, value range and dtype."""
-        xs = [x for x in (self.X_train, self.X_test) if x.numel()]
-        lo = min(x.min().item() for x in xs)
-        hi = max(x.max().item() for x in xs)
-        return (
-            f"{self.name}: {len(self.X_train)} train / {len(self.X_test)} test, "
-            f"features {tuple(self.X_train.shape[1:])}, {self.n_classes} classes, "
-            f"values in [{lo:.3g}, {hi:.3g}], {self.X_train.dtype}"
-        )
 
 
 def load(

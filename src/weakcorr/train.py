@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from . import __version__, _precision
+from . import __version__, _precision, _torchdata
 from ._memory import check_memory_budget
 from ._train import (  # noqa: F401 - re-exported for weakcorr._vmap_train and the tests
     DIVERGENCE_FACTOR,
@@ -168,7 +168,11 @@ def paired_sgd(
 
     Args:
         model: the initialised network (θ0); it is not modified.
-        data: a dataset with ``X_train, Y_train, labels_train, X_test, Y_test, labels_test``.
+        data: a dataset with ``X_train, Y_train, labels_train, X_test, Y_test, labels_test``
+            (:func:`weakcorr.data.load`), or a pair ``(train, test)`` of torch Datasets,
+            DataLoaders or ``(X, Y)`` tensor tuples (:func:`weakcorr.data.as_dataset`: class
+            labels become one-hot targets; float targets that are not one-hot are regression
+            targets, and the ``acc_*`` metrics are None).
         lr: SGD learning rate η for both models.
         steps: number of SGD steps.
         batch_size: mini-batch size; batches follow one shuffled order (``drop_last``),
@@ -209,6 +213,7 @@ def paired_sgd(
         value) ends the run with status ``"diverged"`` and never raises.
     """
     start = time.perf_counter()
+    data, unlabelled = _torchdata.for_training(data)  # (train, test) pairs, no labels: regression
     allowed = [v.value for v in Loss]
     if loss not in allowed:
         raise ValueError(f"`loss` must be one of {allowed}, got {loss!r}.")
@@ -255,6 +260,8 @@ def paired_sgd(
             dtype=dtype, progress=progress, return_params=return_params)
         result.config = config
         result.wall_time_s = time.perf_counter() - start
+        if unlabelled:
+            _torchdata.drop_accuracies(result.metrics)
         return result
     result = RunResult(
         config=config, seed=seed, device=str(device), dtype=str(dtype).removeprefix("torch."),
@@ -330,6 +337,8 @@ def paired_sgd(
 
     result.metrics = _final_metrics(fm, theta, theta0, delta, linearized, loss_kind, data,
                                     x_tr, y_tr, x_te, y_te)
+    if unlabelled:
+        _torchdata.drop_accuracies(result.metrics)
     if return_params:
         with torch.no_grad():
             result.params = {
