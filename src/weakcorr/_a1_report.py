@@ -24,6 +24,7 @@ import pandas as pd
 from . import _a1, _a1_plots, _diagnose
 from ._files import check_writable_dir
 from .analysis import fit_power_law
+from .fits import residual_interval
 from .results import (MANIFEST, RunStore, atomic_path, atomic_write_json, json_safe,
                       protocol_changes, run_id)
 from .sweep import (
@@ -302,18 +303,6 @@ def load_curves(root: str | os.PathLike[str]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- fits
 
 
-def _ols_ci(x: np.ndarray, y: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    from scipy import stats
-
-    slope, intercept = np.polyfit(x, y, 1)
-    if len(x) < 3:
-        return float(slope), math.nan, math.nan
-    resid = y - (slope * x + intercept)
-    se = math.sqrt(float(resid @ resid) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
-    half = float(stats.t.ppf((1 + level) / 2, len(x) - 2)) * se
-    return float(slope), float(slope - half), float(slope + half)
-
-
 def fit_exponents(table: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
     """Width exponents of every quantity per (dataset, depth, activation).
 
@@ -346,8 +335,8 @@ def fit_exponents(table: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> 
                 row.update(slope=float(fit["slope"]), ci_low=float(fit["ci_low"]),
                            ci_high=float(fit["ci_high"]), ci_kind="seeds")
                 if not math.isfinite(row["ci_low"]):
-                    s, lo, hi = _ols_ci(np.log(g["width"].astype(float).to_numpy()),
-                                        np.log(g["y"].to_numpy()))
+                    s, lo, hi = residual_interval(
+                        np.log(g["width"].astype(float).to_numpy()), np.log(g["y"].to_numpy()))
                     row.update(slope=s, ci_low=lo, ci_high=hi, ci_kind="residual")
             rows.append(row)
     return pd.DataFrame(rows)

@@ -29,6 +29,7 @@ from . import correlations as C
 from . import data as _data
 from . import models as _models
 from ._files import atomic_path, check_writable_dir
+from .fits import loglog_slope
 from .functional import functional
 
 __all__ = [
@@ -374,12 +375,7 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         means = [sum(by_width[w]) / len(by_width[w]) for w in widths]
         slope = None
         if len(widths) >= 2 and all(m > 0 for m in means):
-            xs = [math.log(w) for w in widths]
-            ys = [math.log(m) for m in means]
-            xm, ym = sum(xs) / len(xs), sum(ys) / len(ys)
-            slope = sum((x - xm) * (y - ym) for x, y in zip(xs, ys)) / sum(
-                (x - xm) ** 2 for x in xs
-            )
+            slope = loglog_slope(widths, means)
         out[name] = {"widths": widths, "mean_abs": means, "slope_vs_width": slope}
     return out
 

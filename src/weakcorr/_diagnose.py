@@ -45,6 +45,7 @@ from . import _a1
 from ._files import check_writable_dir
 from . import correlations as C
 from .asymptotics import MIN_NS, MIN_SAMPLES, fit_order
+from .fits import loglog_slope, mean_interval
 from .functional import functional
 from .train import paired_sgd
 
@@ -219,19 +220,6 @@ def combine_checks(checks: Sequence[bool | None], *, negative: str = "not consis
     return "consistent"
 
 
-def _t_interval(values: Sequence[float], level: float) -> tuple[float, float, float]:
-    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
-    if len(v) == 0:
-        return (math.nan, math.nan, math.nan)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return (mean, math.nan, math.nan)
-    from scipy import stats
-
-    half = float(stats.t.ppf((1 + level) / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return (mean, mean - half, mean + half)
-
-
 def late_slope(curve: Sequence[tuple[int, float]], *, start_fraction: float = 0.5) -> float:
     """Least-squares slope of log deviation against log step over the later part of a curve."""
     pts = [(s, d) for s, d in curve if s > 0 and d is not None and d > 0 and math.isfinite(d)]
@@ -241,9 +229,7 @@ def late_slope(curve: Sequence[tuple[int, float]], *, start_fraction: float = 0.
     pts = [(s, d) for s, d in pts if s >= start_fraction * last]
     if len(pts) < 3:
         return math.nan
-    x = np.log([s for s, _ in pts])
-    y = np.log([d for _, d in pts])
-    return float(np.polyfit(x, y, 1)[0])
+    return loglog_slope([s for s, _ in pts], [d for _, d in pts])
 
 
 def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = None,
@@ -324,7 +310,7 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
     # Cor. 4.1: deviation flat in s, per width (mean over seeds of per-seed late slopes).
     dev_slopes: dict[int, tuple[float, float, float]] = {}
     for w in widths:
-        dev_slopes[w] = _t_interval([late_slope(m.curve) for m in ms if m.width == w], level)
+        dev_slopes[w] = mean_interval([late_slope(m.curve) for m in ms if m.width == w], level)
     if widths and err.status == "fit" and math.isfinite(dev_slopes[widths[-1]][0]):
         s, lo, hi = dev_slopes[widths[-1]]
         ok = not (lo > 0)
@@ -538,7 +524,7 @@ def diagnose(
                 progress(done, total)
     r_exp = None
     if r_fn is not None:
-        r_exp = float(np.polyfit(np.log(ws), np.log([r_fn(w) for w in ws]), 1)[0])
+        r_exp = loglog_slope(ws, [r_fn(w) for w in ws])
     settings = {"widths": ws, "seeds": seed_list, "lr": lr, "lr_exponent": lr_exponent,
                 "steps": steps, "batch_size": batch_size, "n_inputs": n_inputs,
                 "eval_every": eval_every, "loss": loss, "r_exponent": r_exp,

@@ -27,8 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
-
+from . import fits
 from .results import RunStore
 
 __all__ = [
@@ -306,37 +305,6 @@ def load_logs(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return df
 
 
-def _ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
-    """Slope, intercept, R² of y on x."""
-    xm, ym = x.mean(), y.mean()
-    sxx = float(((x - xm) ** 2).sum())
-    if sxx <= 0:
-        return math.nan, math.nan, math.nan
-    slope = float(((x - xm) * (y - ym)).sum()) / sxx
-    intercept = float(ym - slope * xm)
-    ss_tot = float(((y - ym) ** 2).sum())
-    ss_res = float(((y - intercept - slope * x) ** 2).sum())
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0
-    return slope, intercept, r2
-
-
-def _bootstrap_slopes(x: np.ndarray, y: np.ndarray, seeds: np.ndarray, n_boot: int,
-                      rng: np.random.Generator) -> np.ndarray:
-    """Slopes of ``n_boot`` fits on seed-resampled data (whole seeds drawn with replacement)."""
-    uniq, inverse = np.unique(seeds, return_inverse=True)
-    # Per-seed sufficient statistics of least squares: n, Σx, Σy, Σxx, Σxy.
-    stats = np.zeros((len(uniq), 5))
-    for col, vals in enumerate((np.ones_like(x), x, y, x * x, x * y)):
-        np.add.at(stats[:, col], inverse, vals)
-    counts = rng.multinomial(len(uniq), np.full(len(uniq), 1.0 / len(uniq)), size=n_boot)
-    n, sx, sy, sxx, sxy = (counts @ stats).T
-    denom = n * sxx - sx * sx
-    with np.errstate(invalid="ignore", divide="ignore"):
-        slopes = (n * sxy - sx * sy) / denom
-    slopes[~(np.abs(denom) > 1e-12 * np.maximum(1.0, n * sxx))] = np.nan
-    return slopes
-
-
 _KEY_TOL = 1e-8
 
 
@@ -484,17 +452,11 @@ def fit_power_law(
         row: dict[str, Any] = {by: key} if by else {}
         slope = intercept = r2 = lo = hi = math.nan
         if ok.sum() >= 2:
-            slope, intercept, r2 = _ols(lx, ly)
+            slope, intercept, r2 = fits.ols(lx, ly)
         n_seeds = len(np.unique(seeds)) if ok.any() else 0
         if n_seeds >= 2 and math.isfinite(slope):
-            boots = _bootstrap_slopes(lx, ly, seeds, n_boot, rng)
-            boots = boots[np.isfinite(boots)]
-            if boots.size >= 2 and method == "percentile":
-                lo, hi = np.quantile(boots, [(1 - ci) / 2, (1 + ci) / 2])
-            elif boots.size >= 2:
-                half = (stats.t.ppf((1 + ci) / 2, n_seeds - 1)
-                        * math.sqrt(n_seeds / (n_seeds - 1)) * float(np.std(boots, ddof=1)))
-                lo, hi = slope - half, slope + half
+            boots = fits.seed_bootstrap(lx, ly, seeds, n_boot, rng)
+            lo, hi = fits.bootstrap_interval(slope, boots, n_seeds, ci, method)
         row.update(slope=slope, intercept=intercept, ci_low=float(lo), ci_high=float(hi), r2=r2,
                    n_runs=int(ok.sum()), n_seeds=int(n_seeds),
                    n_widths=len(np.unique(xs[ok])), n_excluded=int((is_ok & ~ok).sum()))
