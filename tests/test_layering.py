@@ -15,8 +15,8 @@ PKG = pathlib.Path(__file__).resolve().parents[1] / "src" / "weakcorr"
 # Layer of every module (package-relative dotted name, first component).  A new module must be
 # registered here: that is the point of the test.
 LAYERS: dict[str, int] = {
-    "__init__": 0, "_memory": 1, "_files": 1, "_precision": 1, "functional": 1,
-    "_factory": 1, "_torchdata": 1,
+    "__init__": 0, "_memory": 1, "_files": 1, "_precision": 1, "_ops": 1, "_checks": 1, "functional": 1,
+    "_factory": 1, "_torchdata": 1, "_inputs": 1,
     "correlations": 2, "ntk": 2, "linearize": 2, "tensornorm": 2, "asymptotics": 2, "fits": 2,
     "_correlations": 2, "_ntk": 2, "_mlp_taylor": 2,
     "train": 3, "_train": 3, "_vmap_train": 3,

@@ -15,6 +15,23 @@ The mixed directional derivative of Eq. 13 of the paper,
 
 is computed by nesting ``k`` forward-mode passes (cost ~2^k forward passes,
 O(N) memory), see :func:`directional_derivative`.
+
+Any ``nn.Module`` works, with no action from the user:
+
+* every call of a :class:`FunctionalModel` runs inside :func:`weakcorr._ops.exact_ops`:
+  LayerNorm, GroupNorm, RMSNorm, InstanceNorm and eval-mode BatchNorm are computed from
+  primitive ops (PyTorch's native kernels have wrong higher-order forward derivatives, e.g.
+  jvp-of-jvp through ``native_layer_norm`` in torch 2.13), scaled-dot-product attention uses the
+  math formula and the fused transformer fast path is off (the fused kernels have no forward
+  derivative), so ``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer`` and
+  ``F.scaled_dot_product_attention`` run under forward-mode AD in train and eval mode;
+* modules whose output is random or depends on the batch (Dropout and relatives, RReLU and
+  attention dropout in training mode, BatchNorm in training mode or without running
+  statistics) are refused with the module's path and the fix (``model.eval()`` or
+  ``functional(model, eval_mode=True)``);
+* a model whose output is one scalar per input, [B], is viewed as [B, 1] (d_y = 1);
+* :func:`check_derivatives` compares nested forward mode with forward-over-reverse on the
+  model (the correlation functions run it once per model).
 """
 
 from __future__ import annotations
@@ -30,10 +47,14 @@ from torch.func import functional_call
 from torch.func import jvp as _torch_jvp
 from torch.func import vjp as _torch_vjp
 
+from ._checks import check_derivatives, refuse_stochastic_modules
+from ._ops import exact_ops
+
 __all__ = [
     "FunctionalModel",
     "Params",
     "add",
+    "check_derivatives",
     "directional_derivative",
     "dot",
     "flatten",
@@ -59,15 +80,23 @@ class FunctionalModel:
             :meth:`__call__`; ``params`` are passed explicitly).
         params: θ0, a dict name → detached copy of each trainable parameter.
         buffers: a dict name → detached copy of each buffer.
+        exact_ops: run calls inside :func:`weakcorr._ops.exact_ops` (default True; False uses
+            PyTorch's native kernels, whose higher-order forward derivatives can be wrong).
     """
 
-    def __init__(self, module: nn.Module) -> None:
+    def __init__(self, module: nn.Module, *, eval_mode: bool = False) -> None:
         if not isinstance(module, nn.Module):
             raise TypeError(
                 f"`model` must be a torch.nn.Module, got {type(module).__name__}. "
                 "Wrap plain functions in an nn.Module first."
             )
+        if not isinstance(eval_mode, bool):
+            raise TypeError(f"`eval_mode` must be True or False, got {eval_mode!r}.")
+        if eval_mode:
+            module.eval()
+        refuse_stochastic_modules(module)
         self.module = module
+        self.exact_ops = True
         self.params: Params = {
             name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad
         }
@@ -77,8 +106,17 @@ class FunctionalModel:
         self._output_dim: int | None = _infer_output_dim(module)
 
     def __call__(self, params: Mapping[str, Tensor], x: Tensor) -> Tensor:
-        """Evaluate f(params)(x) for a batch ``x`` (the module's own weights are ignored)."""
-        return functional_call(self.module, (dict(params), self.buffers), (x,))
+        """Evaluate f(params)(x) for a batch ``x`` (the module's own weights are ignored).
+
+        Runs inside :func:`weakcorr._ops.exact_ops` (unless ``exact_ops`` is False); an output
+        of shape [B] is returned as [B, 1].
+        """
+        if self.exact_ops:
+            with exact_ops():
+                out = functional_call(self.module, (dict(params), self.buffers), (x,))
+        else:
+            out = functional_call(self.module, (dict(params), self.buffers), (x,))
+        return out.unsqueeze(-1) if out.ndim == 1 else out
 
     @property
     def n_params(self) -> int:
@@ -124,14 +162,21 @@ def _infer_output_dim(module: nn.Module) -> int | None:
     return int(last.out_features) if last is not None else None
 
 
-def functional(model: nn.Module) -> FunctionalModel:
+def functional(model: nn.Module, *, eval_mode: bool = False) -> FunctionalModel:
     """View ``model`` as ``f(params, x)`` with θ0 frozen as a dict of tensor copies.
 
     Args:
-        model: any ``nn.Module`` mapping a batch [B, ...] to outputs [B, d_y].
+        model: any ``nn.Module`` mapping a batch [B, ...] to outputs [B, d_y] (or [B]: d_y = 1).
+        eval_mode: call ``model.eval()`` first (in place), so Dropout is off and BatchNorm uses
+            its running statistics.
 
     Returns:
         A :class:`FunctionalModel`; ``fm.params`` is θ0.
+
+    Raises:
+        TypeError: if ``model`` is not an ``nn.Module``.
+        ValueError: if a submodule makes the output random or batch-dependent (Dropout or
+            BatchNorm in training mode, ...), naming it and the fix.
 
     Example:
         >>> import torch
@@ -141,7 +186,7 @@ def functional(model: nn.Module) -> FunctionalModel:
         >>> fm(fm.params, torch.zeros(5, 3)).shape
         torch.Size([5, 2])
     """
-    return FunctionalModel(model)
+    return FunctionalModel(model, eval_mode=eval_mode)
 
 
 def _check_tangent(params: Mapping[str, Tensor], tangent: Mapping[str, Tensor], arg: str) -> None:
@@ -313,8 +358,8 @@ class _CallableModule(types.ModuleType):
     both spellings without shadowing the module by the function.
     """
 
-    def __call__(self, model: nn.Module) -> FunctionalModel:
-        return functional(model)
+    def __call__(self, model: nn.Module, *, eval_mode: bool = False) -> FunctionalModel:
+        return functional(model, eval_mode=eval_mode)
 
 
 sys.modules[__name__].__class__ = _CallableModule
