@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +41,9 @@ def add_parser(subparsers: Any) -> None:
     add_sweep_arguments(p)
     p.add_argument("config", metavar="CONFIG|PRESET", help="a YAML file or a preset name")
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the run count, FLOPs, memory per run and the expected wall time "
+                   "(from a few timed steps at the smallest and largest width); run nothing")
     p.set_defaults(func=run)
 
 
@@ -67,9 +71,12 @@ def add_sweep_arguments(p: argparse.ArgumentParser, *, workers_default: str = "1
 
 def progress_bar(args: argparse.Namespace, desc: str) -> tuple[Callable[[Any], None] | None,
                                                                  Callable[[], None]]:
-    """A tqdm progress callback on stderr (TTY only, not with --quiet) and its closer."""
-    if args.quiet or args.json or not sys.stderr.isatty():
+    """A progress callback on stderr and its closer: tqdm on a TTY, otherwise (logs, CI) a line
+    every 30 s and at the end with runs done / total and the ETA; none with --quiet or --json."""
+    if args.quiet or args.json:
         return None, lambda: None
+    if not sys.stderr.isatty():
+        return progress_lines(desc), lambda: None
     from tqdm import tqdm
 
     bar: list[Any] = []
@@ -83,6 +90,34 @@ def progress_bar(args: argparse.Namespace, desc: str) -> tuple[Callable[[Any], N
             bar[0].set_postfix_str(f"{event.outcome.status} {event.outcome.run_id[:8]}")
 
     return update, lambda: bar[0].close() if bar else None
+
+
+def progress_lines(desc: str, *, every_s: float = 30.0,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[Any], None]:
+    """A progress callback for a non-TTY stderr: one line per ``every_s`` seconds and one when
+    the last run is in, ``sweep NAME: 40/84 runs (38 ok, 2 failed), 12 s, ETA 14 s``."""
+    state: dict[str, Any] = {"start": clock(), "last": clock(), "first": None, "counts": {}}
+
+    def update(event: Any) -> None:
+        if state["first"] is None:  # the sweep's own start event, or its first run
+            state["first"] = event.done - (event.outcome is not None)
+            state["start"] = state["last"] = clock() - event.elapsed_s
+        if event.outcome is None:
+            return
+        status = event.outcome.status
+        state["counts"][status] = state["counts"].get(status, 0) + 1
+        now = clock()
+        if now - state["last"] < every_s and event.done < event.total:
+            return
+        state["last"] = now
+        elapsed = now - state["start"]
+        ran = max(event.done - state["first"], 1)
+        eta = elapsed / ran * (event.total - event.done)
+        counts = ", ".join(f"{v} {k}" for k, v in sorted(state["counts"].items()))
+        print(f"sweep {desc}: {event.done}/{event.total} runs ({counts}), {elapsed:.0f} s, "
+              f"ETA {eta:.0f} s", file=sys.stderr, flush=True)
+
+    return update
 
 
 def execute(args: argparse.Namespace, source: str, out: str) -> Any:
@@ -133,7 +168,20 @@ def summary_line(summary: Any) -> str:
             f"-> {summary.out_dir}")
 
 
+def dry_run(args: argparse.Namespace) -> int:
+    """``--dry-run``: the cost of the sweep, nothing run or written."""
+    from .. import _dryrun, config, sweep
+
+    cfg = config.load(args.config, args.overrides)
+    sweep._check_device(args.device)
+    result = _dryrun.dry_run(cfg, out_dir=args.out, workers=args.workers or 1, device=args.device)
+    print(json.dumps(result.to_dict()) if args.json else _dryrun.format_dry_run(result))
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "dry_run", False):
+        return dry_run(args)
     summary = execute(args, args.config, args.out)
     if args.json:
         print(json.dumps(summary.to_dict()))
