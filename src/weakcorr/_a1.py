@@ -39,7 +39,9 @@ import torch
 
 from . import __version__, data, models, train
 from . import correlations as C
-from .config import _bool, _fail, _int, _mapping, _read_yaml, _seeds, _widths
+from ._inputs import clip, read_config_text
+from .config import (MAX_DEPTH, MAX_SAMPLES, MAX_STEPS, _bool, _fail, _float, _int, _mapping,
+                     _read_yaml, _seeds, _widths)
 from .functional import functional
 
 __all__ = [
@@ -136,7 +138,8 @@ _TOP = ("name", "description", "datasets", "data", "model", "seeds", "correlatio
 
 
 def _num(path: str, value: Any, *, positive: bool = True) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and math.isfinite(_float(path, value))  # _float: ints beyond floats are refused
     if not ok or (value <= 0 if positive else value < 0):
         raise _fail(path, value, "a finite number " + ("> 0" if positive else ">= 0"))
     return float(value)
@@ -155,10 +158,12 @@ def _choices(path: str, value: Any, allowed: Sequence[str], *, many: bool) -> An
     return tuple(items) if many else value
 
 
-def _ints(path: str, value: Any, minimum: int) -> tuple[int, ...]:
+def _ints(path: str, value: Any, minimum: int, maximum: int | None = None, why: str = ""
+          ) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)) or not value:
         raise _fail(path, value, f"a non-empty list of integers >= {minimum}")
-    out = tuple(_int(f"{path}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
+    out = tuple(_int(f"{path}[{i}]", v, minimum=minimum, maximum=maximum, why=why)
+                for i, v in enumerate(value))
     if len(set(out)) != len(out):
         raise _fail(path, value, "a list without repeats")
     return out
@@ -181,14 +186,16 @@ def from_dict(raw: Any) -> A1Config:
         raise _fail("config", raw, "a mapping with keys " + ", ".join(_TOP))
     unknown = [k for k in raw if k not in _TOP]
     if unknown:
-        raise ValueError(f"unknown key `{unknown[0]}` at the top level; valid keys: "
+        raise ValueError(f"unknown key `{clip(str(unknown[0]))}` at the top level; valid keys: "
                          f"{', '.join(_TOP)}")
     if "model" not in raw or not isinstance(raw["model"], Mapping) or "widths" not in raw["model"]:
         raise ValueError("`model.widths` is missing; add e.g. `model: {widths: [8, 16, 32]}`")
     m = _section("model", raw["model"], ModelSettings)
     model = ModelSettings(
         widths=_widths("model.widths", m["widths"]),
-        depths=_ints("model.depths", m.get("depths", [1, 2, 3]), 1),
+        depths=_ints("model.depths", m.get("depths", [1, 2, 3]), 1, MAX_DEPTH,
+                     "the correlations of deeper networks take hours per run; the paper's A.1 "
+                     "uses depths 1-3"),
         activations=_choices("model.activations", m.get("activations", ["relu", "erf", "sigmoid"]),
                              ACTIVATIONS, many=True),
         parameterization=_choices("model.parameterization", m.get("parameterization", "ntk"),
@@ -202,8 +209,8 @@ def from_dict(raw: Any) -> A1Config:
     if data_dir is not None and not isinstance(data_dir, str):
         raise _fail("data.data_dir", data_dir, "a folder path or null")
     data_ = DataSettings(
-        n_train=_int("data.n_train", d.get("n_train", 160), minimum=1),
-        n_test=_int("data.n_test", d.get("n_test", 32), minimum=1),
+        n_train=_int("data.n_train", d.get("n_train", 160), minimum=1, maximum=MAX_SAMPLES),
+        n_test=_int("data.n_test", d.get("n_test", 32), minimum=1, maximum=MAX_SAMPLES),
         seed=_int("data.seed", d.get("seed", 0), minimum=0),
         data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
     )
@@ -222,7 +229,7 @@ def from_dict(raw: Any) -> A1Config:
                          f"{data_.n_train}; raise it or set correlations.norm_tuples=0")
     t = _section("training", raw.get("training"), TrainingSettings)
     training = TrainingSettings(
-        steps=_int("training.steps", t.get("steps", 1000), minimum=1),
+        steps=_int("training.steps", t.get("steps", 1000), minimum=1, maximum=MAX_STEPS),
         lr=_num("training.lr", t.get("lr", 1.0)),
         seeds=_int("training.seeds", t.get("seeds", 1), minimum=0),
         eval_every=_int("training.eval_every", t.get("eval_every", 10), minimum=1),
@@ -267,20 +274,22 @@ def presets() -> list[str]:
 def _override(raw: dict[str, Any], item: str) -> None:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"`--set` takes key=value (e.g. training.steps=50), got {item!r}")
-    value = _read_yaml(text, f"the value in --set {item!r}")
+        raise ValueError(f"`--set` takes key=value (e.g. training.steps=50), got "
+                         f"{clip(repr(item))}")
+    value = _read_yaml(text, f"the value in --set {clip(repr(item))}")
     keys = key.strip().split(".")
     if keys[0] not in _TOP:
-        raise ValueError(f"unknown key `{keys[0]}` in --set {item!r}; valid keys: {', '.join(_TOP)}")
+        raise ValueError(f"unknown key `{clip(keys[0])}` in --set {clip(repr(item))}; valid keys: "
+                         f"{', '.join(_TOP)}")
     if len(keys) == 1:
         raw[keys[0]] = value
         return
     if len(keys) != 2 or keys[0] not in _SECTIONS:
-        raise ValueError(f"--set {item!r}: only {', '.join(_SECTIONS)} have sub-keys "
+        raise ValueError(f"--set {clip(repr(item))}: only {', '.join(_SECTIONS)} have sub-keys "
                          "(write section.key=VALUE)")
     node = raw.setdefault(keys[0], {})
     if not isinstance(node, dict):
-        raise ValueError(f"--set {item!r}: `{keys[0]}` is not a mapping in the config")
+        raise ValueError(f"--set {clip(repr(item))}: `{keys[0]}` is not a mapping in the config")
     node[keys[1]] = value
 
 
@@ -298,12 +307,12 @@ def load_config(source: str | pathlib.Path | Mapping[str, Any],
         text = (importlib.resources.files("weakcorr") / "presets" / f"{source}.yaml").read_text()
         raw = _read_yaml(text, f"preset {source!r}")
     elif pathlib.Path(source).is_file():
-        raw = _read_yaml(pathlib.Path(source).read_text(), str(source))
+        raw = _read_yaml(read_config_text(pathlib.Path(source)), str(source))
     else:
-        raise FileNotFoundError(f"no config file {str(source)!r} and no A.1 preset of that name; "
+        raise FileNotFoundError(f"no config file {clip(repr(str(source)))} and no A.1 preset of that name; "
                                 f"presets: {', '.join(_PRESETS)}")
     if not isinstance(raw, dict):
-        raise ValueError(f"{source} must hold a YAML mapping, got {type(raw).__name__}")
+        raise ValueError(f"{clip(str(source))} must hold a YAML mapping, got {type(raw).__name__}")
     raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
     for item in overrides:
         _override(raw, item)

@@ -33,12 +33,11 @@ import functools
 import importlib.resources
 import math
 import pathlib
-import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
+from . import _inputs
 
 __all__ = [
     "Activation", "DataConfig", "ExecutionConfig", "LoggingConfig", "Loss", "ModelConfig",
@@ -78,7 +77,25 @@ DTYPES = ("float32", "float64")
 BUNDLED_SIZES = {"mnist5k": 5000, "digits": 1797}
 MAX_SEED = 2**63 - 1  # seeds seed torch generators (int64), as in `weakcorr correlations`
 MAX_SEEDS = 100_000  # seeds per sweep (the paper uses 100)
-_MAX_WIDTHS = 10_000  # widths of a {start, stop, per_doubling} spec
+_MAX_WIDTHS = 10_000  # widths of a {start, stop, per_doubling} spec or a list
+# Bounds on every size a config names, with the reason the message gives (issue 18); what fits
+# in memory is checked per run before it allocates (weakcorr._memory.preflight).
+MAX_WIDTH = 10_000_000
+_WHY_WIDTH = ("a hidden layer of width 10^7 on MNIST holds 7.8e9 first-layer weights (31 GB per "
+              "copy of θ in float32)")
+MAX_DEPTH = 100
+_WHY_DEPTH = ("every hidden layer is a Python step of each pass, so deeper networks train for "
+              "hours per run; the paper's have 1-3 hidden layers")
+MAX_STEPS = 10_000_000
+_WHY_STEPS = "the paper trains 250 steps; 10^7 steps of even the smallest network take days"
+MAX_LOG_ENTRIES = 1_000_000  # log entries per run record (steps / logging.every)
+MAX_SAMPLES = 10_000_000
+_WHY_SAMPLES = "more samples than any dataset weakcorr reads (MNIST has 70,000)"
+MAX_ALPHAS = 1_000
+MAX_SEED_BATCH = 1_024
+MAX_RUNS = 1_000_000  # runs of one grid, each a record file
+# alphas this close are one alpha to the report (weakcorr.analysis._KEY_TOL): refused, not merged
+ALPHA_TOL = 1e-8
 
 
 @dataclass(frozen=True)
@@ -169,64 +186,10 @@ _TOP_KEYS = ("name", "description", "model", "data", "training", "seeds", "loggi
 
 # --------------------------------------------------------------------------- r(n) expressions
 
-def _pow(a: float, b: float) -> float:
-    out = a**b
-    if isinstance(out, complex):  # a negative base to a non-integer power
-        raise ValueError(f"({a:g}) ** {b:g} is not a real number")
-    return out
-
-
-_FUNCS: dict[str, Callable[[float], float]] = {"sqrt": math.sqrt, "log": math.log, "exp": math.exp}
-_BINOPS: dict[type, Callable[[float, float], float]] = {
-    ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
-    ast.Div: lambda a, b: a / b, ast.Pow: _pow,
-}
-
-
 @functools.lru_cache(maxsize=64)
 def _parse_expression(expr: str) -> ast.expr:
-    """Parse ``expr`` and check it uses only numbers, ``n``, + - * / **, sqrt, log, exp."""
-    try:
-        tree = ast.parse(expr.strip(), mode="eval").body
-    except SyntaxError as err:
-        raise ValueError(f"cannot parse expression {expr!r}: {err.msg}") from None
-    callees = {id(n.func) for n in ast.walk(tree) if isinstance(n, ast.Call)}
-    for node in ast.walk(tree):
-        ok = isinstance(node, (ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Call,
-                               ast.operator, ast.unaryop, ast.Load))
-        if isinstance(node, ast.BinOp):
-            ok = type(node.op) in _BINOPS
-        elif isinstance(node, ast.UnaryOp):
-            ok = isinstance(node.op, (ast.UAdd, ast.USub))
-        elif isinstance(node, ast.Constant):
-            ok = type(node.value) in (int, float)
-        elif isinstance(node, ast.Name):
-            ok = node.id == "n" or (id(node) in callees and node.id in _FUNCS)
-        elif isinstance(node, ast.Call):
-            ok = (isinstance(node.func, ast.Name) and node.func.id in _FUNCS
-                  and len(node.args) == 1 and not node.keywords)
-        elif isinstance(node, (ast.operator, ast.unaryop)):
-            ok = type(node) in _BINOPS or isinstance(node, (ast.UAdd, ast.USub))
-        if not ok:
-            raise ValueError(
-                f"expression {expr!r} may use only numbers, `n`, + - * / ** and "
-                f"{', '.join(sorted(_FUNCS))}; found `{ast.unparse(node)}`"
-            )
-    return tree
-
-
-def _eval_node(node: ast.expr, n: float) -> float:
-    if isinstance(node, ast.Constant):
-        return float(node.value)
-    if isinstance(node, ast.Name):
-        return float(n)
-    if isinstance(node, ast.UnaryOp):
-        value = _eval_node(node.operand, n)
-        return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.BinOp):
-        return _BINOPS[type(node.op)](_eval_node(node.left, n), _eval_node(node.right, n))
-    assert isinstance(node, ast.Call) and isinstance(node.func, ast.Name)  # checked by the parser
-    return _FUNCS[node.func.id](_eval_node(node.args[0], n))
+    """:func:`weakcorr._inputs.parse_expression`, cached (every width evaluates the same r(n))."""
+    return _inputs.parse_expression(expr)
 
 
 def evaluate_expression(expr: str, n: float) -> float:
@@ -241,16 +204,16 @@ def evaluate_expression(expr: str, n: float) -> float:
         The value as a float.
 
     Raises:
-        ValueError: if ``expr`` uses anything else or cannot be evaluated at ``n``.
+        ValueError: if ``expr`` uses anything else, is longer than 1,000 characters, has
+            more than 100 operators or 20 nested parentheses, or cannot be evaluated at ``n``.
+        TypeError: if ``expr`` is not a string.
 
     >>> evaluate_expression("2 * sqrt(n) - 1", 16)
     7.0
     """
-    tree = _parse_expression(expr)
-    try:
-        return float(_eval_node(tree, n))
-    except (ArithmeticError, ValueError) as err:
-        raise ValueError(f"expression {expr!r} cannot be evaluated at n = {n}: {err}") from None
+    if not isinstance(expr, str):
+        raise TypeError(f"`expr` must be a string such as 'sqrt(n) / 32', got {_describe(expr)}")
+    return _inputs.evaluate(expr, n, _parse_expression(expr))
 
 
 def lr_at(training: TrainingConfig, width: int, alpha: float) -> float:
@@ -276,14 +239,17 @@ def geometric_widths(start: int, stop: int, per_doubling: int) -> tuple[int, ...
 
 
 def _describe(value: Any) -> str:
-    return f"{value!r} ({type(value).__name__})"
+    return _inputs.describe(value)  # at most ~80 characters of the value, bounded in time
 
 
 def _fail(path: str, value: Any, need: str) -> ValueError:
     return ValueError(f"`{path}` must be {need}, got {_describe(value)}")
 
 
-def _int(path: str, value: Any, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def _int(path: str, value: Any, *, minimum: int | None = None, maximum: int | None = None,
+         why: str = "") -> int:
+    """``value`` as an int in [minimum, maximum]; ``why`` (the reason for the maximum) is
+    appended to the message of a value above it."""
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, float) and value.is_integer():
             value = int(value)
@@ -292,11 +258,14 @@ def _int(path: str, value: Any, *, minimum: int | None = None, maximum: int | No
     if minimum is not None and value < minimum:
         raise _fail(path, value, f"an integer >= {minimum}")
     if maximum is not None and value > maximum:
-        raise _fail(path, value, f"an integer <= {maximum}")
+        error = _fail(path, value, f"an integer <= {maximum}")
+        raise ValueError(f"{error}; {why}" if why else str(error))
     return int(value)
 
 
 def _float(path: str, value: Any, *, positive: bool = False) -> float:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1023:
+        value = math.inf  # math.isfinite would raise OverflowError on an int this large
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise _fail(path, value, "a finite number" + (" > 0" if positive else "") + " (e.g. 0.1)")
     if positive and value <= 0:
@@ -333,7 +302,7 @@ def _mapping(path: str, value: Any, valid: tuple[str, ...]) -> dict[str, Any]:
     if unknown:
         where = f"in `{path}`" if path else "at the top level"
         raise ValueError(
-            f"unknown key `{(path + '.') if path else ''}{unknown[0]}` {where}; "
+            f"unknown key `{(path + '.') if path else ''}{_inputs.clip(str(unknown[0]))}` {where}; "
             f"valid keys: {', '.join(valid)}"
         )
     return dict(value)
@@ -351,7 +320,8 @@ def _widths(path: str, value: Any) -> tuple[int, ...]:
         for key, example in (("start", "64"), ("stop", "1024"), ("per_doubling", "4")):
             _required(path, spec, key, example)
         start = _int(f"{path}.start", spec["start"], minimum=1)
-        stop = _int(f"{path}.stop", spec["stop"], minimum=start)
+        stop = _int(f"{path}.stop", spec["stop"], minimum=start, maximum=MAX_WIDTH,
+                    why=_WHY_WIDTH)
         per = _int(f"{path}.per_doubling", spec["per_doubling"], minimum=1)
         text = f"{{start: {start}, stop: {stop}, per_doubling: {per}}}"
         count = per * math.log2(stop / start) + 1
@@ -371,7 +341,11 @@ def _widths(path: str, value: Any) -> tuple[int, ...]:
         return widths
     if not isinstance(value, (list, tuple)) or not value:
         raise _fail(path, value, "a non-empty list of integers or {start, stop, per_doubling}")
-    widths = tuple(_int(f"{path}[{i}]", w, minimum=1) for i, w in enumerate(value))
+    if len(value) > _MAX_WIDTHS:
+        raise ValueError(f"`{path}` must list at most {_MAX_WIDTHS:,} widths, got {len(value):,}; "
+                         "use fewer widths")
+    widths = tuple(_int(f"{path}[{i}]", w, minimum=1, maximum=MAX_WIDTH, why=_WHY_WIDTH)
+                   for i, w in enumerate(value))
     if len(set(widths)) != len(widths):
         raise _fail(path, list(value), "a list without repeated widths")
     return widths
@@ -412,7 +386,8 @@ def _model(raw: Any) -> ModelConfig:
         raise _fail("model.sigma_b", sigma_b, "a number >= 0")
     return ModelConfig(
         widths=_widths("model.widths", _required("model", raw, "widths", "[64, 128, 256]")),
-        depth=_int("model.depth", raw.get("depth", 2), minimum=1),
+        depth=_int("model.depth", raw.get("depth", 2), minimum=1, maximum=MAX_DEPTH,
+                   why=_WHY_DEPTH),
         activation=_choice("model.activation", raw.get("activation", "gelu"),
                            tuple(a.value for a in Activation)),
         parameterization=_choice("model.parameterization", raw.get("parameterization", "standard"),
@@ -448,10 +423,13 @@ def _data(raw: Any) -> DataConfig:
     data_dir = _str("data.data_dir", raw.get("data_dir"), optional=True)
     out = DataConfig(
         name=_choice("data.name", _required("data", raw, "name", "mnist5k"), DATASETS),
-        n_train=_int("data.n_train", _required("data", raw, "n_train", "4000"), minimum=1),
-        n_test=_int("data.n_test", _required("data", raw, "n_test", "1000"), minimum=1),
+        n_train=_int("data.n_train", _required("data", raw, "n_train", "4000"), minimum=1,
+                     maximum=MAX_SAMPLES, why=_WHY_SAMPLES),
+        n_test=_int("data.n_test", _required("data", raw, "n_test", "1000"), minimum=1,
+                    maximum=MAX_SAMPLES, why=_WHY_SAMPLES),
         data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
-        seed=_int("data.seed", raw.get("seed", 0), minimum=0),
+        seed=_int("data.seed", raw.get("seed", 0), minimum=0, maximum=MAX_SEED,
+                  why="it seeds numpy's generator, as seeds seed torch's"),
         options=_data_options(raw.get("options"), raw.get("name", "mnist5k")),
     )
     size = BUNDLED_SIZES.get(out.name)
@@ -469,9 +447,11 @@ def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig
     alphas_raw = _required("training", raw, "alphas", "[0, -0.5, -1]")
     if not isinstance(alphas_raw, (list, tuple)) or not alphas_raw:
         raise _fail("training.alphas", alphas_raw, "a non-empty list of numbers, e.g. [0, -0.5, -1]")
+    if len(alphas_raw) > MAX_ALPHAS:
+        raise ValueError(f"`training.alphas` must list at most {MAX_ALPHAS:,} values, got "
+                         f"{len(alphas_raw):,}; use fewer alphas")
     alphas = tuple(_float(f"training.alphas[{i}]", a) for i, a in enumerate(alphas_raw))
-    if len(set(alphas)) != len(alphas):
-        raise _fail("training.alphas", list(alphas_raw), "a list without repeated values")
+    _distinct_alphas(alphas)
     batch_size = _int("training.batch_size", _required("training", raw, "batch_size", "128"),
                       minimum=1)
     if batch_size > n_train:
@@ -483,7 +463,8 @@ def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig
     factor = _str("training.lr_factor", factor)
     assert factor is not None
     out = TrainingConfig(
-        steps=_int("training.steps", _required("training", raw, "steps", "250"), minimum=1),
+        steps=_int("training.steps", _required("training", raw, "steps", "250"), minimum=1,
+                   maximum=MAX_STEPS, why=_WHY_STEPS),
         batch_size=batch_size,
         lr0=_float("training.lr0", _required("training", raw, "lr0", "0.1"), positive=True),
         alphas=alphas,
@@ -499,7 +480,7 @@ def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig
             raise ValueError(f"`training.lr_factor`: {err}; write an expression of n such as "
                              "'sqrt(n) / 32'") from None
         if not (math.isfinite(r) and r > 0):
-            raise ValueError(f"`training.lr_factor` = {factor!r} must be finite and > 0 at every "
+            raise ValueError(f"`training.lr_factor` = {_quoted(factor)} must be finite and > 0 at every "
                              f"width, got {r} at n = {w}")
     for i, alpha in enumerate(alphas):
         for w in widths:
@@ -519,19 +500,49 @@ def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig
 def _logging(raw: Any, steps: int) -> LoggingConfig:
     raw = _mapping("logging", raw, _field_names(LoggingConfig))
     eval_every = raw.get("eval_every")
-    return LoggingConfig(
-        every=_int("logging.every", raw.get("every", 10), minimum=1),
-        eval_every=None if eval_every is None else _int("logging.eval_every", eval_every, minimum=1),
+    out = LoggingConfig(
+        every=_int("logging.every", raw.get("every", 10), minimum=1, maximum=MAX_STEPS),
+        eval_every=None if eval_every is None else _int("logging.eval_every", eval_every,
+                                                        minimum=1, maximum=MAX_STEPS),
         probe_ntk=_bool("logging.probe_ntk", raw.get("probe_ntk", False)),
     )
+    for key, every in (("every", out.every), ("eval_every", out.eval_every)):
+        if every is not None and steps // every > MAX_LOG_ENTRIES:
+            raise ValueError(
+                f"`logging.{key}` = {every} with training.steps = {steps} keeps "
+                f"{steps // every:,} log entries in every run record, more than "
+                f"{MAX_LOG_ENTRIES:,} (they are held in memory and written to the record); "
+                f"raise logging.{key} to at least {-(-steps // MAX_LOG_ENTRIES):,}"
+            )
+    return out
+
+
+def _distinct_alphas(alphas: tuple[float, ...]) -> None:
+    """Refuse repeated alphas and alphas within :data:`ALPHA_TOL` (relative for |α| > 1) of
+    each other: the report groups those as one alpha, which would merge two grids silently."""
+    order = sorted(range(len(alphas)), key=lambda i: alphas[i])
+    for i, j in zip(order, order[1:]):
+        a, b = alphas[i], alphas[j]
+        if abs(a - b) <= ALPHA_TOL * max(1.0, abs(a), abs(b)):
+            first, second = sorted((i, j))
+            if a == b:
+                raise _fail("training.alphas", list(alphas), "a list without repeated values")
+            raise ValueError(
+                f"`training.alphas` must not hold alphas within {ALPHA_TOL:g} of each other, got "
+                f"alphas[{first}] = {alphas[first]!r} and alphas[{second}] = {alphas[second]!r}; "
+                "the report would treat them as one alpha: give each alpha once"
+            )
 
 
 def _execution(raw: Any) -> ExecutionConfig:
     raw = _mapping("execution", raw, _field_names(ExecutionConfig))
     return ExecutionConfig(
-        seed_batch=_int("execution.seed_batch", raw.get("seed_batch", 1), minimum=1),
+        seed_batch=_int("execution.seed_batch", raw.get("seed_batch", 1), minimum=1,
+                        maximum=MAX_SEED_BATCH,
+                        why="seeds trained together stop gaining speed by about 8"),
         seed_batch_max_width=_int("execution.seed_batch_max_width",
-                                  raw.get("seed_batch_max_width", 256), minimum=1),
+                                  raw.get("seed_batch_max_width", 256), minimum=1,
+                                  maximum=MAX_WIDTH),
     )
 
 
@@ -558,8 +569,15 @@ def from_dict(raw: Any) -> SweepConfig:
         raise ValueError("`training.loss` = 'cross_entropy' needs class targets, but `data.name` = "
                          "'teacher' has regression targets (not probability vectors: the loss can "
                          "be negative); use training.loss: mse with teacher, or a class dataset")
+    seeds = _seeds(raw["seeds"])
+    runs = len(model.widths) * len(training.alphas) * len(seeds)
+    if runs > MAX_RUNS:
+        raise ValueError(f"the grid `model.widths` × `training.alphas` × `seeds` has "
+                         f"{len(model.widths):,} × {len(training.alphas):,} × {len(seeds):,} = "
+                         f"{runs:,} runs, more than {MAX_RUNS:,} (each is a record file); use "
+                         "fewer widths, alphas or seeds")
     return SweepConfig(
-        model=model, data=data, training=training, seeds=_seeds(raw["seeds"]),
+        model=model, data=data, training=training, seeds=seeds,
         logging=_logging(raw.get("logging") or {}, training.steps),
         execution=_execution(raw.get("execution") or {}),
         name=_str("name", raw.get("name", "sweep")) or "sweep",
@@ -586,64 +604,8 @@ def list_presets() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
 
 
-class _ConfigLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that also reads YAML 1.2 floats: ``1e-3``, ``1E5``, ``1e+3``, ``.5``.
-
-    PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent, so ``1e-3`` would
-    be the string ``'1e-3'``.
-    """
-
-
-_ConfigLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$"
-               r"|^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)$"),
-    list("-+0123456789."),
-)
-
-
-def _duplicate_key(node: yaml.Node, path: str) -> tuple[str, int, int] | None:
-    """The first key that a mapping of ``node`` repeats: (dotted path, first line, second line)."""
-    todo, seen_nodes = [(node, path)], set()
-    while todo:
-        node, path = todo.pop()
-        if id(node) in seen_nodes:  # an alias of a node already checked
-            continue
-        seen_nodes.add(id(node))
-        if isinstance(node, yaml.MappingNode):
-            lines: dict[tuple[str, str], int] = {}
-            for key, value in node.value:
-                if key.tag == "tag:yaml.org,2002:merge":
-                    continue
-                name = key.value if isinstance(key, yaml.ScalarNode) else None
-                where = f"{path}.{name}" if path else str(name)
-                if name is not None:
-                    if (key.tag, name) in lines:
-                        return where, lines[key.tag, name], key.start_mark.line + 1
-                    lines[key.tag, name] = key.start_mark.line + 1
-                todo.append((value, where))
-        elif isinstance(node, yaml.SequenceNode):
-            todo.extend((v, f"{path}[{i}]") for i, v in enumerate(node.value))
-    return None
-
-
-def _read_yaml(text: str, source: str) -> Any:
-    """Parse ``text`` with :class:`_ConfigLoader`; repeated mapping keys are an error."""
-    loader = _ConfigLoader(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None
-        duplicate = _duplicate_key(node, "")
-        if duplicate is not None:
-            key, first, second = duplicate
-            raise ValueError(f"{source} has the key `{key}` twice (lines {first} and {second}); "
-                             "only the last would count, so keep one")
-        return loader.construct_document(node)
-    except yaml.YAMLError as err:
-        raise ValueError(f"{source} is not valid YAML: {err}".replace("\n", " ")) from None
-    finally:
-        loader.dispose()
+_ConfigLoader = _inputs.ConfigLoader
+_read_yaml = _inputs.read_yaml  # bounded: size, nesting, aliases, tags (weakcorr._inputs)
 
 
 def load_raw(source: str | pathlib.Path) -> dict[str, Any]:
@@ -657,20 +619,26 @@ def load_raw(source: str | pathlib.Path) -> dict[str, Any]:
         text = (importlib.resources.files("weakcorr") / "presets" / f"{source}.yaml").read_text()
         raw = _read_yaml(text, f"preset {source!r}")
     elif path.is_file():
-        raw = _read_yaml(path.read_text(), str(path))
+        raw = _read_yaml(_inputs.read_config_text(path), str(path))
     else:
-        raise FileNotFoundError(f"no config file {str(source)!r} and no preset of that name; "
-                                f"presets: {', '.join(list_presets())}")
+        raise FileNotFoundError(f"no config file {_inputs.clip(repr(str(source)))} and no preset "
+                                f"of that name; presets: {', '.join(list_presets())}")
     if not isinstance(raw, dict):
-        raise ValueError(f"{source} must hold a YAML mapping, got {type(raw).__name__}")
+        raise ValueError(f"{_inputs.clip(str(source))} must hold a YAML mapping, got "
+                         f"{type(raw).__name__}")
     return raw
+
+
+def _quoted(item: str) -> str:
+    """A --set item for a message: its repr, at most ~80 characters."""
+    return _inputs.clip(repr(item))
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
-        raise ValueError(f"`--set` takes key=value (e.g. training.steps=50), got {item!r}")
-    value = _read_yaml(text, f"the value in --set {item!r}") if text.strip() else None
+        raise ValueError(f"`--set` takes key=value (e.g. training.steps=50), got {_quoted(item)}")
+    value = _read_yaml(text, f"the value in --set {_quoted(item)}") if text.strip() else None
     return key.strip().split("."), value
 
 
@@ -692,13 +660,17 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ..
     >>> apply_overrides({"training": {"steps": 250}}, ["training.steps=20"])
     {'training': {'steps': 20}}
     """
-    out = copy.deepcopy(dict(raw))
+    try:
+        out = copy.deepcopy(dict(raw))
+    except RecursionError:
+        raise ValueError("the config nests mappings or lists too deep to copy; a config needs "
+                         "3 levels") from None
     for item in overrides:
         keys, value = _parse_override(item)
         if len(keys) == 1:
             if keys[0] not in _TOP_KEYS:
-                raise ValueError(f"unknown key `{keys[0]}` in --set {item!r}; valid keys: "
-                                 f"{', '.join(_TOP_KEYS)}")
+                raise ValueError(f"unknown key `{_inputs.clip(keys[0])}` in --set "
+                                 f"{_quoted(item)}; valid keys: {', '.join(_TOP_KEYS)}")
             out[keys[0]] = value
             continue
         *parents, key = keys
@@ -707,21 +679,23 @@ def apply_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ..
             continue
         section = keys[0]
         if section in ("name", "description"):
-            raise ValueError(f"--set {item!r}: `{section}` has no sub-keys; write {section}=VALUE")
+            raise ValueError(f"--set {_quoted(item)}: `{section}` has no sub-keys; "
+                             f"write {section}=VALUE")
         if section not in _SECTIONS and section != "seeds":
-            raise ValueError(f"unknown section `{section}` in --set {item!r}; sections with "
-                             f"sub-keys: {', '.join(_SECTIONS)}, seeds")
+            raise ValueError(f"unknown section `{_inputs.clip(section)}` in --set "
+                             f"{_quoted(item)}; sections with sub-keys: {', '.join(_SECTIONS)}, "
+                             "seeds")
         if section == "seeds" or len(keys) != 2:
             containers = {(s,) for s in _SECTIONS} | set(_MAPPING_FIELDS)
             depth = max(n for n in range(1, len(keys)) if tuple(keys[:n]) in containers)
             field_ = ".".join(keys[:depth + 1])
-            raise ValueError(f"--set {item!r}: `{field_}` has no sub-keys; "
-                             f"write {field_}=VALUE")
+            raise ValueError(f"--set {_quoted(item)}: `{_inputs.clip(field_)}` has no sub-keys; "
+                             f"write {_inputs.clip(field_)}=VALUE")
         node = out.get(section)
         if node is None:
             node = out[section] = {}
         if not isinstance(node, dict):
-            raise ValueError(f"--set {item!r}: `{section}` is not a mapping in the config")
+            raise ValueError(f"--set {_quoted(item)}: `{section}` is not a mapping in the config")
         node[key] = value
     return out
 
@@ -734,15 +708,15 @@ def _override_mapping_field(out: dict[str, Any], parents: list[str], key: str, v
     node: Any = out
     for i, name in enumerate(parents):
         if not isinstance(node, dict):
-            raise ValueError(f"--set {item!r}: `{'.'.join(parents[:i])}` is not a mapping in the "
-                             "config")
+            raise ValueError(f"--set {_quoted(item)}: `{'.'.join(parents[:i])}` is not a mapping "
+                             "in the config")
         if node.get(name) is None:
             node[name] = {}
         node = node[name]
     if not isinstance(node, dict):
         raise ValueError(
-            f"--set {item!r}: `{path}` is {_describe(node)} in this config, not a mapping with "
-            f"keys {', '.join(valid)}; set the whole mapping instead, e.g. "
+            f"--set {_quoted(item)}: `{path}` is {_describe(node)} in this config, not a mapping "
+            f"with keys {', '.join(valid)}; set the whole mapping instead, e.g. "
             f"--set '{path}={example}'"
         )
     node[key] = value  # unknown keys are named (with the valid ones) by validation
