@@ -20,6 +20,7 @@ from torch.func import vjp as _vjp
 from torch.func import vmap
 
 from . import functional as F
+from ._checks import ensure_checked, refuse_stochastic_modules
 from ._memory import GIB, balanced_chunks, check_memory_budget, chunk_size_for
 from .functional import FunctionalModel, Params
 
@@ -78,7 +79,14 @@ def check_fm(fm: object) -> FunctionalModel:
             f"`fm` must be a weakcorr FunctionalModel, got {type(fm).__name__}; "
             "convert the module once with weakcorr.functional(model)."
         )
+    refuse_stochastic_modules(fm.module)
     return fm
+
+
+def self_check(fm: FunctionalModel, params: Params, x: Tensor) -> None:
+    """The derivative self-check (:func:`weakcorr.functional.check_derivatives`), once per model:
+    nested forward mode against forward-over-reverse on two rows of ``x``."""
+    ensure_checked(fm, params, x)
 
 
 def resolve_params(fm: FunctionalModel, params: Mapping[str, Tensor] | None) -> Params:

@@ -11,6 +11,13 @@
 one-hot cotangents, vmapped); the mixed derivative is nested forward mode
 (``torch.func.jvp``, Eq. 13).  Everything is exact autodiff: no finite differences.
 
+Any ``nn.Module`` (CNNs, ResNets, transformers, embeddings, tied weights, [B] outputs) works
+through :class:`weakcorr.functional.FunctionalModel` (exact decompositions of the norm layers,
+math attention: see :mod:`weakcorr.functional`).  The nested-forward routes (:func:`tensor`,
+:func:`norm`, the ``generic`` :func:`diagonal` and :func:`paper_estimate`) run the derivative
+self-check :func:`weakcorr.functional.check_derivatives` once per model (on two inputs) and
+raise, naming the module, rather than return a wrong number.
+
 Functions:
     :func:`tensor` — the whole output-index tensor of C^{0,d} for a batch of input tuples.
     :func:`diagonal` — C^{0,d}(x; x..x)_{i; i..i}, what the paper's experiments average.
@@ -161,6 +168,7 @@ def tensor(
                 "batch holds one input per tuple, so they must have the same length."
             )
     d_y = _c.output_dim(fm, params_, x0, "x0")
+    _c.self_check(fm, params_, x0)
     raw = _c.tensor_raw(
         fm, params_, x0, xs_, d_y,
         max_memory_gb=max_memory_gb, progress=progress or _c.no_progress,
@@ -235,6 +243,8 @@ def diagonal(
     params_ = _c.resolve_params(fm, params)
     X = _c.as_batch(fm, X, "X")
     d_y = _c.output_dim(fm, params_, X, "X")
+    if method_ is DiagonalMethod.GENERIC:
+        _c.self_check(fm, params_, X)
     run = _DIAGONAL_METHODS[method_]
     raw = run(
         fm, params_, X, d_y, max(wanted),
@@ -347,6 +357,7 @@ def norm(
                                 generator=generator)
     params_ = _c.resolve_params(fm, params)
     d_y = _c.output_dim(fm, params_, x0, "x0")
+    _c.self_check(fm, params_, x0)
     Js = []
     for xk in xs_:
         J = _c.jacobians(fm, params_, xk, d_y)
@@ -476,6 +487,8 @@ def paper_estimate(
     params_ = _c.resolve_params(fm, params)
     X = _c.as_batch(fm, X, "X")
     d_y = _c.output_dim(fm, params_, X, "X")
+    if method_ is DiagonalMethod.GENERIC:
+        _c.self_check(fm, params_, X)
     masks, n_sampled = _c.sample_layer_masks(params_, per_layer, generator)
     raw = _DIAGONAL_METHODS[method_](
         fm, params_, X, d_y, d, max_memory_gb=max_memory_gb,

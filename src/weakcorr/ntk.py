@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _ntk
+from ._checks import refuse_stochastic_modules
 from ._memory import check_memory_budget
 from ._ntk import NtkImplementation
 from .functional import FunctionalModel, functional
@@ -97,6 +98,7 @@ def empirical_ntk(
     budget = check_memory_budget(max_memory_gb)
     if not isinstance(fm, FunctionalModel):
         fm = functional(fm)
+    refuse_stochastic_modules(fm.module)
     params = _check_params(fm, params)
     d_y = _check_inputs(fm, params, x1, x2, diagonal=diagonal_inputs)
 

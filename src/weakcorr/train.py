@@ -239,8 +239,10 @@ def paired_sgd(
     dtype = dtype or fm.dtype
     theta0 = {k: v.to(device=device, dtype=dtype) for k, v in fm.params.items()}
     fm.buffers = {k: v.to(device=device) for k, v in fm.buffers.items()}
-    x_tr, y_tr = data.X_train.to(device, dtype), data.Y_train.to(device, dtype)
-    x_te, y_te = data.X_test.to(device, dtype), data.Y_test.to(device, dtype)
+    # token ids stay integers; [N] targets (a model with [B] outputs, d_y = 1) become [N, 1]
+    x_tr, x_te = (x.to(device, dtype) if x.is_floating_point() else x.to(device)
+                  for x in (data.X_train, data.X_test))
+    y_tr, y_te = (y.to(device, dtype).reshape(len(y), -1) for y in (data.Y_train, data.Y_test))
     _check_shapes(fm, theta0, x_tr, y_tr, x_te, y_te)
 
     implementation = _implementation(implementation, model, linearized, probe_ntk, device)
