@@ -22,10 +22,11 @@ import numpy as np
 import pandas as pd
 
 from . import _a1, _a1_plots, _diagnose
-from ._files import check_writable_dir
+from ._claims import ClaimingRunStore
+from ._files import atomic_write_text, check_writable_dir
 from .analysis import fit_power_law
-from .fits import residual_interval
-from .results import (MANIFEST, RunStore, atomic_path, atomic_write_json, json_safe,
+from .fits import INCONCLUSIVE, decide, mean_interval, residual_interval
+from .results import (MANIFEST, RunStore, atomic_write_json, claim_protocol, json_safe,
                       protocol_changes, run_id)
 from .sweep import (
     InProcessExecutor, PerRun, RunTask, SupervisedPoolExecutor, SweepEvent, SweepSummary,
@@ -214,18 +215,30 @@ def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int =
     if not datasets:
         raise _no_dataset_error(cfg, skipped)
     configs = {run_id(c): c for c in _a1.expand(cfg, datasets)}
-    store = RunStore(out_dir)
+    # Claims, as `weakcorr sweep`: two `weakcorr a1` into one directory split the runs. The
+    # protocol is fixed atomically by the first sweep (a racing one of another protocol is
+    # refused here, before it writes anything else).
+    store = ClaimingRunStore(out_dir)
+    claim_protocol(store.root, "a1", _a1.to_dict(cfg), _GRID_FIELDS, label="`out_dir`",
+                   allowed=_GRID_TEXT)
     states = {rid: store.state(rid) for rid in configs}
     redo = {"missing", "corrupt"} | ({"failed"} if retry_failed else set())
     todo = [rid for rid in configs if states[rid] in redo]
     from . import __version__
 
-    # Every sweep into this directory (one protocol: check_out_dir), in order.
-    run_ids = list(dict.fromkeys([*(old.get("run_ids") or []), *configs]))
-    ran = list(dict.fromkeys([*(old.get("datasets") or []), *datasets]))
-    store.write_manifest({"kind": "a1", "config": _a1.to_dict(cfg), "datasets": ran,
-                          "skipped_datasets": {k: v for k, v in skipped.items() if k not in ran},
-                          "run_ids": run_ids, "weakcorr_version": __version__})
+    # Every sweep into this directory (one protocol: check_out_dir), in order, merged under
+    # sweep.json's lock with those of sweeps running now.
+    def merged(now: dict[str, Any] | None) -> dict[str, Any]:
+        now = now or {}
+        run_ids = list(dict.fromkeys([*(old.get("run_ids") or []),
+                                      *(now.get("run_ids") or []), *configs]))
+        ran = list(dict.fromkeys([*(old.get("datasets") or []), *(now.get("datasets") or []),
+                                  *datasets]))
+        return {"kind": "a1", "config": _a1.to_dict(cfg), "datasets": ran,
+                "skipped_datasets": {k: v for k, v in skipped.items() if k not in ran},
+                "run_ids": run_ids, "weakcorr_version": __version__}
+
+    store.update_manifest(merged)
     store.remove_stale_temp()
     runner = _Guarded(runner or PerRun(_a1.run))
     tasks = [RunTask(store, (rid,), (configs[rid],), runner, device) for rid in todo]
@@ -411,6 +424,9 @@ def _verdicts(fits: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
             continue
         parts = [f"C(f, f_lin) ~ n^{err.upper[0]:+.2f} [{err.upper[1]:+.2f}, "
                  f"{err.upper[2]:+.2f}] → m(n) ~ n^{mu[0]:.2f}"]
+        dec = decide(err.upper[0], err.upper[1:], bound=0.0, scale=0.0, strict=True)
+        if dec.word == INCONCLUSIVE:
+            parts[0] += f" (whether it decreases with width is {dec.label()})"
         for claim, ks in (("Thm 3.1 (Eq. 14)", (1.0, 1.0, 0.5)), ("Thm 3.2 (Eq. 17)",
                                                                    (1.0, 1.5, 0.5))):
             checks = [_diagnose.bound_verdict(_exponent(c, q.get(c)), k, mu)
@@ -426,9 +442,15 @@ def _verdicts(fits: pd.DataFrame, curves: pd.DataFrame) -> list[str]:
                       for _, g in sub[sub["width"] == w].groupby("seed")]
             slopes = [v for v in slopes if math.isfinite(v)]
             if slopes:
-                s = float(np.mean(slopes))
-                parts.append(f"Cor. 4.1: late-training slope of the deviation at n = {w}: "
-                             f"{s:+.2f} ({'flat or decreasing' if s <= 0.1 else 'still growing'})")
+                s, lo, hi = mean_interval(slopes)
+                if math.isfinite(lo):
+                    dec = decide(s, (lo, hi), bound=0.0, scale=_diagnose.COR41_SCALE)
+                    parts.append(f"Cor. 4.1 {dec.label()}: late-training slope of the deviation "
+                                 f"at n = {w}: {s:+.2f} [{lo:+.2f}, {hi:+.2f}] over "
+                                 f"{len(slopes)} seeds")
+                else:
+                    parts.append(f"Cor. 4.1 not assessed: late-training slope of the deviation "
+                                 f"at n = {w}: {s:+.2f} from one seed (no CI)")
             else:
                 parts.append("Cor. 4.1: too few logged steps in the later half to assess")
         lines.append(f"{name}: " + "; ".join(parts) + ".")
@@ -541,7 +563,12 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
                      f"C^{{0,{e['order'][1]}}} | {e['text']} | {e['shape'] or e['status']} |")
     lines += ["", "## Verdicts (at the measured widths)", "",
               "m(n) is read off the Eq. 24 difference after training (C(f, f_lin) ~ 1/m); a "
-              "bound holds 'consistently' when the exponent's CI reaches the bound's. A "
+              "bound holds 'consistently' when the exponent's CI lies within it, or straddles "
+              "it while no wider than |bound| (the distance to a width-independent quantity); "
+              "a wider straddling CI is 'inconclusive (CI too wide: need more seeds/widths)' "
+              "and never counts as a pass. Cor. 4.1: the mean over seeds of the late-half "
+              "slope of log deviation on log step, t interval, flat (0) against growing like "
+              "s (1). A "
               "quantity without a CI (one seed at two widths, one width, not measured) is 'not "
               "assessed' and never counts as a pass. Finite widths can only fail to contradict "
               "an asymptotic statement.", ""]
@@ -553,8 +580,7 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
               f"{r['activation']} n={r['width']} seed {r['seed']}: {r.get('error') or ''}"
               for _, r in problems.iterrows()] or ["None."]
     md = root / "report.md"
-    with atomic_path(md) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    atomic_write_text(md, "\n".join(lines) + "\n")
     summary = json_safe({
         "kind": "a1", "config": cfg, "runs": {"expected": expected, "present": len(table),
                                               **counts},

@@ -19,9 +19,13 @@ training. :func:`analyze` turns these measurements into exponents and verdicts:
   most the exponent of r.
 
 Bounds use the highest quantile's exponent (the stochastic O of Def. 2.1 is an upper bound).
-A comparison is "consistent" when the two confidence intervals leave room for the bound
-(the exponent's lower end ≤ the bound's upper end), "not consistent" otherwise: finitely many
-widths cannot prove an asymptotic statement, only fail to contradict it. A quantity without a
+A comparison (:func:`weakcorr.fits.decide`) is "not consistent" when the exponent's CI lies
+beyond the loosest bound, "consistent" when it lies within the bound or straddles it while no
+wider than the distance the check must resolve (|k·μ| for a bound −k·μ, the distance to a
+width-independent quantity; 1 for Cor. 4.1, flat against growing like s), and "inconclusive
+(CI too wide: need more seeds/widths)" otherwise; a claim "→ 0" or "decreases" needs the whole
+CI below 0. Finitely many widths cannot prove an asymptotic statement, only fail to contradict
+it. A quantity without a
 fit (too few samples, no CI) is "not assessed" and never counts as a pass: a theorem whose
 quantities were all unassessed is "not assessed", one with some unassessed is "consistent on
 what was assessed (k of m not assessed)" (:func:`combine_checks`).
@@ -31,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -41,11 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _a1
+from . import _a1, _factory, _torchdata
 from ._files import check_writable_dir
 from . import correlations as C
 from .asymptotics import MIN_NS, MIN_SAMPLES, fit_order
-from .fits import loglog_slope, mean_interval
+from .fits import INCONCLUSIVE, decide, loglog_slope, mean_interval
 from .functional import functional
 from .train import paired_sgd
 
@@ -53,6 +56,9 @@ __all__ = ["DiagnoseResult", "Exponent", "Measurement", "Verdict", "analyze", "b
            "check_writable_dir", "combine_checks", "diagnose", "fit_exponent", "late_slope"]
 
 QUANTITIES = ("c02", "c03", "c11", "hg_ratio")
+#: The distance Cor. 4.1's check resolves: a flat deviation (slope 0 in log s) against one
+#: growing like s (slope 1).
+COR41_SCALE = 1.0
 LABELS = {"error": "RMS(F − F_lin) after S steps", "c02": "C^{0,2}", "c03": "C^{0,3}",
           "c11": "‖C^{1,1}‖", "hg_ratio": "‖∇²f‖/‖∇f‖", "error_r": "RMS(F − F_lin) with lr·r(n)",
           "c2_exact": "C^{0,2}", "c3_exact": "C^{0,3}", "c11_same": "‖C^{1,1}‖"}
@@ -138,6 +144,18 @@ class DiagnoseResult:
         """The verdict lines, one per claim."""
         return [v.line() for v in self.verdicts]
 
+    def problem_runs(self) -> list[str]:
+        """One line per (width, seed) that did not train to the end, named by its status
+        (``diverged``: the loss or f − f_lin became non-finite; these are left out of every
+        fit)."""
+        return [f"n = {m.width}, seed {m.seed}: {m.status} (lr {m.lr:.4g})"
+                for m in self.measurements if m.status != "ok"]
+
+    def write_report(self, out_dir: str | Any) -> dict[str, Any]:
+        """Write ``diagnose.md``, ``diagnose.json`` and ``figures/`` (scaling with width,
+        deviation vs step; PNG + PDF) into ``out_dir`` (created): :func:`write_report`."""
+        return write_report(self, out_dir)
+
     def to_dict(self) -> dict[str, Any]:
         from .results import json_safe
 
@@ -184,35 +202,49 @@ def fit_exponent(name: str, samples_by_width: Mapping[int, Sequence[float | None
 
 
 def bound_verdict(exp: Exponent, k: float, mu: tuple[float, float, float]
-                  ) -> tuple[bool | None, str]:
-    """Is ``exp`` ≤ −k·μ possible within the CIs? Returns (consistent, text).
+                  ) -> tuple[bool | str | None, str]:
+    """Is ``exp`` ≤ −k·μ, as far as the CIs can tell? Returns (check, text).
 
-    ``consistent`` is None when ``exp`` has no fit (``insufficient``, ``rounding``, ``no_ci``,
-    ``missing``): not assessed, which is neither a pass nor a failure (see :func:`combine_checks`).
+    ``check`` is True (the exponent's CI lies below the bound, or straddles it while at most
+    |k·μ| wide), False (the CI lies above the loosest bound −k·μ_low), ``"inconclusive"``
+    (the CI straddles the bound and is wider than |k·μ|, the distance between the bound and a
+    width-independent quantity: :func:`weakcorr.fits.decide`), or None when ``exp`` has no fit
+    (``insufficient``, ``rounding``, ``no_ci``, ``missing``): not assessed. Neither of the last
+    two is a pass or a failure (see :func:`combine_checks`).
     """
+    label = LABELS.get(exp.name, exp.name)
     if exp.status == "zero":
-        return True, f"{LABELS.get(exp.name, exp.name)} ≡ 0"
+        return True, f"{label} ≡ 0"
     if exp.status != "fit":
         why = f"; {exp.note}" if exp.note else ""
-        return None, f"{LABELS.get(exp.name, exp.name)} {exp.text()} (not assessed{why})"
+        return None, f"{label} {exp.text()} (not assessed{why})"
     e, lo, hi = exp.upper
     need, need_hi = -k * mu[0], -k * mu[1]  # the loosest bound uses μ's lower end
-    ok = lo <= need_hi
-    return ok, (f"{LABELS.get(exp.name, exp.name)} ~ n^{e:+.2f} [{lo:+.2f}, {hi:+.2f}] vs "
-                f"≤ {need:+.2f} (loosest {need_hi:+.2f}) " + ("✓" if ok else "✗"))
+    d = decide(e, (lo, hi), bound=need, scale=abs(need), loose_bound=need_hi)
+    head = f"{label} ~ n^{e:+.2f} [{lo:+.2f}, {hi:+.2f}] vs ≤ {need:+.2f} (loosest {need_hi:+.2f})"
+    if d.word == INCONCLUSIVE:
+        return INCONCLUSIVE, f"{head} ? inconclusive ({d.text})"
+    return d.ok, f"{head} " + ("✓" if d.ok else "✗")
 
 
-def combine_checks(checks: Sequence[bool | None], *, negative: str = "not consistent") -> str:
-    """One verdict from per-quantity checks (True pass, False fail, None not assessed).
+def combine_checks(checks: Sequence[bool | str | None], *,
+                   negative: str = "not consistent") -> str:
+    """One verdict from per-quantity checks (True pass, False fail, ``"inconclusive"``, None
+    not assessed).
 
-    Any failure: ``negative``. None assessed: ``"not assessed"``. Some not assessed and the
-    rest passing: ``"consistent on what was assessed (k of m not assessed)"``. All passing:
-    ``"consistent"``. Unassessed checks never count as passes.
+    Any failure: ``negative``. Else any inconclusive: ``"inconclusive (CI too wide: need more
+    seeds/widths; k of m checks)"``. None assessed: ``"not assessed"``. Some not assessed and
+    the rest passing: ``"consistent on what was assessed (k of m not assessed)"``. All passing:
+    ``"consistent"``. Unassessed and inconclusive checks never count as passes.
     """
     checks = list(checks)
     missing = sum(ok is None for ok in checks)
+    undecided = sum(ok == INCONCLUSIVE for ok in checks)
     if any(ok is False for ok in checks):
         return negative
+    if undecided:
+        return (f"inconclusive (CI too wide: need more seeds/widths; {undecided} of "
+                f"{len(checks)} checks)")
     if not checks or missing == len(checks):
         return "not assessed"
     if missing:
@@ -250,6 +282,15 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
     """
     ms = [m for m in measurements if m.status == "ok"]
     widths = sorted({m.width for m in ms})
+    bad = [m for m in measurements if m.status != "ok"]
+    bad_note = ""
+    if bad:
+        by = {}
+        for m in bad:
+            by.setdefault(m.status, []).append(f"n={m.width}/seed {m.seed}")
+        bad_note = ("; " + "; ".join(f"{len(v)} of {len(measurements)} runs {k} ("
+                                     + ", ".join(v[:6]) + (", ..." if len(v) > 6 else "") + ")"
+                                     for k, v in by.items()) + ", left out of the fits")
 
     def by_width(attr: str) -> dict[int, list[float | None]]:
         return {w: [getattr(m, attr) for m in ms if m.width == w] for w in widths}
@@ -269,13 +310,13 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
     if err.status == "fit":
         e, lo, hi = err.upper
         mu = (-e, -hi, -lo)
-        grows = mu[2] > 0
+        dec = decide(e, (lo, hi), bound=0.0, scale=0.0, strict=True)  # decreasing in n
         verdicts.append(Verdict(
-            "Linearization (Eq. 15: F − F_lin = O(1/m(n)))",
-            "consistent" if grows else "not consistent",
+            "Linearization (Eq. 15: F − F_lin = O(1/m(n)))", dec.label(),
             f"RMS(F − F_lin) ~ n^{e:+.2f} [{lo:+.2f}, {hi:+.2f}] over {span}, so m(n) ~ "
             f"n^{mu[0]:.2f} [{mu[1]:.2f}, {mu[2]:.2f}]"
-            + ("" if grows else "; the error does not decrease with width")))
+            + ("; the error does not decrease with width" if dec.ok is False else "")
+            + bad_note))
     else:
         verdicts.append(Verdict("Linearization (Eq. 15: F − F_lin = O(1/m(n)))",
                                 "consistent" if err.status in ("zero", "rounding") else
@@ -283,7 +324,8 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
                                 f"RMS(F − F_lin) {err.text()}: "
                                 + ("f = f_lin to float precision, the model is linear in θ; "
                                    "m(n) is unbounded, not measurable"
-                                   if err.status in ("zero", "rounding") else err.note)))
+                                   if err.status in ("zero", "rounding") else err.note)
+                                + bad_note))
     corr = [exps[q] for q in ("c02", "c03", "c11")]
     if mu is not None and mu[2] > 0:
         for claim, ks in (("Theorem 3.1 (Eq. 14: C^d = O(1/m), C^{D,d} = O(1/√m))",
@@ -303,9 +345,8 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
                                                           for x in corr)))
     hg = exps["hg_ratio"]
     if hg.status == "fit":
-        ok = hg.upper[1] < 0
-        verdicts.append(Verdict("Hessian/gradient ratio → 0 (Liu et al. 2020)",
-                                "consistent" if ok else "not consistent",
+        dec = decide(hg.upper[0], hg.upper[1:], bound=0.0, scale=0.0, strict=True)
+        verdicts.append(Verdict("Hessian/gradient ratio → 0 (Liu et al. 2020)", dec.label(),
                                 f"ratio ~ {hg.text()}"))
     # Cor. 4.1: deviation flat in s, per width (mean over seeds of per-seed late slopes).
     dev_slopes: dict[int, tuple[float, float, float]] = {}
@@ -313,14 +354,14 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
         dev_slopes[w] = mean_interval([late_slope(m.curve) for m in ms if m.width == w], level)
     if widths and err.status == "fit" and math.isfinite(dev_slopes[widths[-1]][0]):
         s, lo, hi = dev_slopes[widths[-1]]
-        ok = not (lo > 0)
+        # Flat (s^0) against growing like s: a CI over 1 wide cannot tell the two apart.
+        dec = decide(s, (lo, hi), bound=0.0, scale=COR41_SCALE)
         others = ", ".join(f"n={w}: {dev_slopes[w][0]:+.2f}" for w in widths[:-1])
+        shape = {True: "flat or decreasing", False: "still growing"}.get(dec.ok, "undecided")
         verdicts.append(Verdict(
-            "Corollary 4.1 (Eq. 22: F − F_lin = O(s^0/m), flat in the step s)",
-            "consistent" if ok else "not consistent",
+            "Corollary 4.1 (Eq. 22: F − F_lin = O(s^0/m), flat in the step s)", dec.label(),
             f"d log dev / d log s over the later half of training at n = {widths[-1]}: "
-            f"{s:+.2f} [{lo:+.2f}, {hi:+.2f}] ({'flat or decreasing' if ok else 'still growing'}"
-            f"); smaller widths: {others or '–'}"))
+            f"{s:+.2f} [{lo:+.2f}, {hi:+.2f}] ({shape}); smaller widths: {others or '–'}"))
     else:
         verdicts.append(Verdict("Corollary 4.1 (Eq. 22)", "not assessed",
                                 "no measurable deviation curve (too few logged steps, or the "
@@ -330,10 +371,9 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
         if err.status == "fit" and er.status == "fit":
             d = er.upper[0] - err.upper[0]
             d_lo, d_hi = er.upper[1] - err.upper[2], er.upper[2] - err.upper[1]
-            ok = d_lo <= r_exponent
+            dec = decide(d, (d_lo, d_hi), bound=r_exponent, scale=abs(r_exponent))
             verdicts.append(Verdict(
-                "Eq. 18 (lr → r(n)·lr: error O(r(n)/m(n)))", "consistent" if ok else
-                "not consistent",
+                "Eq. 18 (lr → r(n)·lr: error O(r(n)/m(n)))", dec.label(),
                 f"r(n) ~ n^{r_exponent:+.2f}; error exponent {err.upper[0]:+.2f} → "
                 f"{er.upper[0]:+.2f}, shift {d:+.2f} [{d_lo:+.2f}, {d_hi:+.2f}] vs ≤ "
                 f"{r_exponent:+.2f}" + (" (the shift matches r)" if d_lo <= r_exponent <= d_hi
@@ -348,23 +388,17 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
 # ----------------------------------------------------------------------------- measuring
 
 
-def _make(make_model: Callable[..., nn.Module], width: int, seed: int) -> nn.Module:
-    try:
-        n_args = len([p for p in inspect.signature(make_model).parameters.values()
-                      if p.default is inspect.Parameter.empty
-                      and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)])
-    except (TypeError, ValueError):
-        n_args = 2
-    if n_args >= 2:
-        model = make_model(width, seed)
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = make_model(width)
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"`make_model({width}, ...)` must return an nn.Module, got "
-                         f"{type(model).__name__}")
-    return model
+def _make(family: _factory.Family, width: int, seed: int) -> nn.Module:
+    return _factory.make(family, width, seed, name="`make_model`")
+
+
+def _self_check(fm: Any, x: torch.Tensor) -> None:
+    """The derivative self-check (nested forward vs forward-over-reverse), where available."""
+    from . import functional as _functional
+
+    check = getattr(_functional, "check_derivatives", None)
+    if check is not None:
+        check(fm, x)
 
 
 def _curve(logs: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
@@ -401,10 +435,11 @@ def _r_function(r: float | Callable[[float], float] | None) -> Callable[[float],
 
 
 def diagnose(
-    make_model: Callable[..., nn.Module],
+    make_model: Callable[..., nn.Module] | str,
     data: Any,
     *,
     widths: Sequence[int],
+    model_kwargs: Mapping[str, Any] | None = None,
     lr: float,
     steps: int,
     seeds: int | Sequence[int],
@@ -424,12 +459,17 @@ def diagnose(
     """Measure a model family across widths and seeds and check the paper's conditions.
 
     Args:
-        make_model: ``make_model(width, seed) -> nn.Module``; or ``make_model(width)``, then
-            it is called after ``torch.manual_seed(seed)`` inside ``torch.random.fork_rng``
-            (the global RNG is restored afterwards). The seed also sets the batch order.
-        data: a dataset with ``X_train, Y_train, labels_train, X_test, Y_test, labels_test``
-            (:func:`weakcorr.data.load`).
+        make_model: the family: ``make_model(width, seed) -> nn.Module``; or
+            ``make_model(width)``, then it is called after ``torch.manual_seed(seed)`` inside
+            ``torch.random.fork_rng`` (the global RNG is restored afterwards); or a spec
+            ``"MODULE:FUNCTION"`` / ``"path/to/file.py:FUNCTION"`` of such a function. The
+            seed also sets the batch order. Its signature, and what it returns at the smallest
+            width, are checked before any work.
+        data: a :class:`weakcorr.data.Dataset` (:func:`weakcorr.data.load`), or a pair
+            ``(train, test)`` of torch Datasets, DataLoaders or ``(X, Y)`` tensor tuples
+            (:func:`weakcorr.data.as_dataset`).
         widths: at least 3 distinct widths.
+        model_kwargs: keyword arguments passed to every ``make_model`` call.
         lr: η0; the training (and correlation) learning rate is η(n) = lr · n^lr_exponent.
         steps: training steps S.
         seeds: a count (seeds 0..k-1) or a list; at least 5 (quantile fits over seeds).
@@ -449,8 +489,13 @@ def diagnose(
         A :class:`DiagnoseResult`; :meth:`DiagnoseResult.lines` are the verdicts.
 
     Raises:
-        ValueError: too few widths or seeds, a bad ``lr``, ``steps``, ``r`` or ``n_inputs``.
+        ValueError: too few widths or seeds, a bad ``lr``, ``steps``, ``r`` or ``n_inputs``;
+            a factory spec that cannot be imported, or a model that cannot take the inputs.
+        TypeError: a ``make_model`` of the wrong signature or returning no ``nn.Module``; a
+            ``data`` of no accepted form.
     """
+    family = _factory.as_family(make_model, model_kwargs, name="make_model")
+    data = _torchdata.as_dataset(data)
     ws = sorted({int(w) for w in widths})
     if len(ws) < MIN_NS or ws[0] < 1:
         raise ValueError(f"`widths` must hold at least {MIN_NS} distinct positive widths, got "
@@ -491,19 +536,22 @@ def diagnose(
                                  "an r(n) that stays finite and positive")
     eval_every = eval_every or max(1, steps // 40)
     X = data.X_train[:n_inputs]
+    _factory.check_member(family, ws[0], seed_list[0], X)
     total, done = len(ws) * len(seed_list), 0
     ms: list[Measurement] = []
     for w in ws:
         lr_n = lr * float(w) ** lr_exponent
         for s in seed_list:
-            model = _make(make_model, w, s)
+            model = _make(family, w, s)
             fm = functional(model)
             dev = torch.device(device) if device else fm.device
-            Xd = X.to(device=dev, dtype=fm.dtype)
+            Xd = X.to(device=dev, dtype=fm.dtype if X.is_floating_point() else X.dtype)
+            if s == seed_list[0]:  # once per width: the ops, not the draws, decide it
+                _self_check(fm, Xd[:2])
             m = Measurement(width=w, seed=s, lr=lr_n, eps=float(torch.finfo(fm.dtype).eps))
             with torch.no_grad():
-                m.output_rms = float(fm(fm.params, data.X_test.to(dev, fm.dtype)).pow(2)
-                                     .mean().sqrt())
+                x_te = data.X_test.to(dev, fm.dtype if X.is_floating_point() else X.dtype)
+                m.output_rms = float(fm(fm.params, x_te).pow(2).mean().sqrt())
             diag = C.diagonal(fm, Xd, orders=(2, 3), lr=lr_n)
             m.c02, m.c03 = (float(diag[k].double().pow(2).mean().sqrt()) for k in (2, 3))
             gen = torch.Generator().manual_seed(s)
@@ -525,7 +573,8 @@ def diagnose(
     r_exp = None
     if r_fn is not None:
         r_exp = loglog_slope(ws, [r_fn(w) for w in ws])
-    settings = {"widths": ws, "seeds": seed_list, "lr": lr, "lr_exponent": lr_exponent,
+    settings = {"model": family.spec, "model_kwargs": dict(family.kwargs), "widths": ws,
+                "seeds": seed_list, "lr": lr, "lr_exponent": lr_exponent,
                 "steps": steps, "batch_size": batch_size, "n_inputs": n_inputs,
                 "eval_every": eval_every, "loss": loss, "r_exponent": r_exp,
                 "r": None if r is None else (r if isinstance(r, numbers.Real) else repr(r))}
@@ -562,6 +611,7 @@ def write_report(result: DiagnoseResult, out_dir: str | Any) -> dict[str, Any]:
     import pathlib
 
     from . import _a1_plots
+    from ._files import atomic_write_text
     from .results import atomic_write_json
 
     check_writable_dir(out_dir, subdirs=("figures",))
@@ -585,10 +635,17 @@ def write_report(result: DiagnoseResult, out_dir: str | Any) -> dict[str, Any]:
              f"{st.get('batch_size') or 'full'}, correlations on {st.get('n_inputs')} inputs "
              f"with the training lr.", "", "## Verdicts", ""]
     lines += [f"- {line}" for line in result.lines()]
+    problems = result.problem_runs()
+    lines += ["", "## Diverged or failed runs", ""]
+    lines += ([f"- {p}" for p in problems] + ["", f"{len(problems)} of "
+              f"{len(result.measurements)} runs are left out of every fit."]
+              if problems else ["None."])
     lines += ["", "Bounds compare the highest-quantile (q = 0.95) exponent of each quantity over "
               "seeds (`asymptotics.fit_order`, 95 % bootstrap CIs) with the bound implied by "
-              "m(n) ~ n^μ, μ = −(error exponent); 'consistent' = the CIs leave room for the "
-              "bound; a quantity without a fit is 'not assessed' and never counts as a pass. "
+              "m(n) ~ n^μ, μ = −(error exponent); 'consistent' = the exponent's CI lies within "
+              "the bound, or straddles it while no wider than |bound| (the distance to a "
+              "width-independent quantity); a wider straddling CI is 'inconclusive' and a "
+              "quantity without a fit 'not assessed', neither counts as a pass. "
               "Finite widths can only fail to contradict an asymptotic statement.", "",
               "## Exponents", "", "| quantity | status | exponent |", "|---|---|---|"]
     for k, e in result.exponents.items():
@@ -599,6 +656,6 @@ def write_report(result: DiagnoseResult, out_dir: str | Any) -> dict[str, Any]:
         lines.append(f"| {w} | {s:+.2f} | [{lo:+.2f}, {hi:+.2f}] |")
     lines += ["", "## Figures", ""] + [f"![{f}]({f})" for f in figs] + [""]
     md = out / "diagnose.md"
-    md.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(md, "\n".join(lines))
     js = atomic_write_json(out / "diagnose.json", result.to_dict())
     return {"markdown": md, "json": js, "figures": [out / f for f in figs]}

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Decision", "LogLogFit", "bootstrap_interval", "decide", "fit_loglog", "loglog_slope",
+__all__ = ["INCONCLUSIVE", "Decision", "LogLogFit", "bootstrap_interval", "decide", "fit_loglog", "loglog_slope",
            "mean_interval", "ols", "residual_interval", "seed_bootstrap"]
 
 #: The words of :class:`Decision`.
