@@ -49,6 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ._files import create_exclusive
 from .results import FINISHED, RunStore
 
 __all__ = ["CLAIM_SUFFIX", "Claim", "ClaimingRunStore", "pid_alive"]
@@ -378,29 +379,16 @@ class ClaimingRunStore(RunStore):
         that blocked the run for ``_UNREADABLE_GRACE_S``. Where hard links are not
         supported, ``O_EXCL`` create and write.
         """
-        # Named like the record temp files (pid last), so remove_stale_temp clears a dead one.
-        pending = path.with_name(f".{path.name}.{uuid.uuid4().hex}.{os.getpid()}.tmp")
-        try:
-            with open(pending, "w", encoding="utf-8") as fh:
-                fh.write(self._me().to_json())  # no fsync: an unreadable claim ages out
-            try:
-                os.link(pending, path)
-                return True
-            except FileExistsError:
-                return False
-            except FileNotFoundError:
-                pass  # our pending file was cleaned up by another host's sweep start
-            except OSError as err:  # file systems without hard links
-                if err.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise
-        finally:
-            with contextlib.suppress(OSError):
-                pending.unlink()
+        try:  # random temp name (pid last, like the records'), fsync, link
+            return create_exclusive(path, self._me().to_json())
+        except FileNotFoundError:
+            pass  # our pending file was cleaned up by another host's sweep start
         return self._create_exclusive(path)
 
     def _create_exclusive(self, path: pathlib.Path) -> bool:
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0),
+                         0o644)
         except FileExistsError:
             return False
         try:

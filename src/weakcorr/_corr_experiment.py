@@ -28,7 +28,7 @@ from . import __version__
 from . import correlations as C
 from . import data as _data
 from . import models as _models
-from ._files import atomic_path, check_writable_dir
+from ._files import atomic_open, check_writable_dir
 from .fits import loglog_slope
 from .functional import functional
 
@@ -159,13 +159,11 @@ def run_id(width: int, seed: int) -> str:
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
-    """Write JSON to ``path`` (its folder created) atomically: :func:`_files.atomic_path`."""
+    """Write JSON to ``path`` (its folder created) atomically: :func:`_files.atomic_open`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:  # random temp name (O_EXCL | O_NOFOLLOW), fsync, rename
         json.dump(obj, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def _config_key(config: CorrelationSweep, width: int) -> dict[str, Any]:

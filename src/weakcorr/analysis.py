@@ -184,8 +184,10 @@ def load_table(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
         any other config entry of the runs (logging and ``data.data_dir`` left out), every
         metric of :data:`METRICS` (NaN where absent), other metrics found, then
         ``wall_time_s, diverged_step, error``; sorted by α (descending), width, seed.
-        Unreadable run files are skipped; :func:`protocol_differences` tells whether the
-        runs are comparable.
+        Corrupt run files (unreadable, not valid records, metrics out of range:
+        :meth:`weakcorr.results.RunStore.scan`) are skipped and listed in
+        ``table.attrs["corrupt"]`` (file name → reason); :func:`protocol_differences` tells
+        whether the runs are comparable.
 
     Raises:
         FileNotFoundError: if ``sweep_dir`` holds no run files.
@@ -196,14 +198,17 @@ def load_table(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
     if not ids:
         raise FileNotFoundError(f"no run files in {os.fspath(sweep_dir)!r} (expected "
                                 f"{os.fspath(store.runs_dir)}/<run_id>.json from `weakcorr sweep`)")
-    records = list(store.records())
-    if any(rec.get("kind") == "a1" for rec in records):
+    records, corrupt = store.scan()  # corrupt files (any reason) are listed, not raised
+    if any(rec.get("kind") == "a1" for rec in records) or any(c.kind == "a1" for c in corrupt):
         raise ValueError(A1_MESSAGE.format(dir=os.fspath(sweep_dir)))
     if not records:
+        why = f" (e.g. {corrupt[0].name}: {corrupt[0].reason})" if corrupt else ""
         raise ValueError(f"{len(ids)} run file(s) in {os.fspath(store.runs_dir)!r}, none readable "
-                         "(not JSON records); rerun the sweep that wrote them (`weakcorr sweep "
-                         "CONFIG --out DIR` redoes unreadable runs) or remove them")
-    return table_from_records(records)
+                         f"(not valid JSON records{why}); rerun the sweep that wrote them "
+                         "(`weakcorr sweep CONFIG --out DIR` redoes corrupt runs) or remove them")
+    table = table_from_records(records)
+    table.attrs["corrupt"] = {c.name: c.reason for c in corrupt}
+    return table
 
 
 def _value_key(v: Any) -> Any:
@@ -290,7 +295,7 @@ def load_logs(sweep_dir: str | os.PathLike[str]) -> pd.DataFrame:
         (``loss_f, loss_lin, discrepancy, param_distance``, ... as logged).
     """
     rows = []
-    for rec in RunStore(sweep_dir).records():
+    for rec in RunStore(sweep_dir).records():  # valid records only (corrupt ones skipped)
         cfg = rec.get("config") or {}
         base = {"run_id": rec.get("run_id"), "status": rec.get("status"),
                 "width": _get(cfg, "model", "width"), "alpha": _float(_get(cfg, "training", "alpha")),

@@ -24,7 +24,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from .analysis import fit_power_law, group_keys  # noqa: E402
-from .results import atomic_path  # noqa: E402
+from ._files import atomic_open  # noqa: E402
 
 __all__ = ["plot_training_curves", "plot_width_scaling", "save_figure"]
 
@@ -52,8 +52,8 @@ def save_figure(fig: Figure, save_to: str | os.PathLike[str], *, tight: bool = T
     bbox = "tight" if tight else None
     for path, dpi in zip(paths, (150, "figure"), strict=True):
         # A crash or Ctrl-C while saving leaves the old file or none, never half a PDF.
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=path.suffix[1:], dpi=dpi, bbox_inches=bbox)
+        with atomic_open(path, "wb") as fh:  # random temp name, never a planted symlink
+            fig.savefig(fh, format=path.suffix[1:], dpi=dpi, bbox_inches=bbox)
     return paths
 
 

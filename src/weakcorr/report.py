@@ -18,7 +18,8 @@ import pandas as pd
 import yaml
 
 from . import analysis, plots
-from .results import RunStore, atomic_path, atomic_write_json, json_safe
+from ._files import atomic_write_text
+from .results import RunStore, atomic_write_json, json_safe
 
 __all__ = ["Report", "write_report"]
 
@@ -199,6 +200,7 @@ def write_report(
     missing = len(manifest_ids - present_ids)
     not_listed = len(present_ids - manifest_ids) if manifest_ids else 0
     unreadable = len(store.run_ids()) - n_present
+    corrupt = table.attrs.get("corrupt") or {}  # file name -> why (results.RunStore.scan)
     expected = len(manifest_ids | present_ids)
     table, n_repeats = _drop_repeats(table)  # from here on, one run per grid point
     logs = analysis.load_logs(root)
@@ -230,7 +232,8 @@ def write_report(
                          else ""))
     runs_line += "."
     if unreadable:
-        runs_line += f" {unreadable} unreadable run file(s) skipped."
+        runs_line += (f" {unreadable} corrupt run file(s) skipped (`weakcorr sweep` redoes them): "
+                      + "; ".join(f"{n}: {why}" for n, why in sorted(corrupt.items())[:20]) + ".")
     fit_cols = {"alpha": "α", "slope": "slope s(α)", "ci_low": "CI low", "ci_high": "CI high",
                 "r2": "R²", "n_runs": "runs", "n_seeds": "seeds", "n_widths": "widths"}
     if paper:
@@ -309,8 +312,7 @@ def write_report(
               yaml.safe_dump(cfg, sort_keys=False).strip() if cfg else "# (no sweep.json)",
               "```", ""]
     md_path = root / "report.md"
-    with atomic_path(md_path) as tmp:
-        tmp.write_text("\n".join(lines), encoding="utf-8")
+    atomic_write_text(md_path, "\n".join(lines))
 
     summary = json_safe({
         "sweep": name,
@@ -324,6 +326,7 @@ def write_report(
         "fits_c_test": _records(fits_c),
         "paper_comparison": _records(comparison) if comparison is not None else [],
         "precision_note": precision,
+        "corrupt_runs": corrupt,
         "problems": _records(problems[["run_id", "status", "width", "alpha", "seed", "lr",
                                        "diverged_step", "error"]]),
         "figures": [str(p.relative_to(root)) for p in figures],

@@ -5,9 +5,26 @@ A sweep directory holds ``sweep.json`` (the sweep config, written when the sweep
 (``schema_version``, ``status``, ``metrics``, ``logs``, ``seed``, ``device``, ``dtype``, ...) with
 ``run_id`` and the run's full ``config`` (the dict whose canonical JSON hashes to ``run_id``).
 
-Writes go to a temporary file in the same directory, are fsynced, then renamed over the target
-(``os.replace``): a reader, or a sweep killed at any moment, sees either no file or a complete
-one. Temporary files are hidden (``.<run_id>.json.<pid>.tmp``) and ignored by readers.
+Writes go to a temporary file with a random name in the same directory, created with
+``O_CREAT | O_EXCL | O_NOFOLLOW``, fsynced, then renamed over the target
+(:func:`weakcorr._files.atomic_open`): a reader, or a sweep killed at any moment, sees either no
+file or a complete one, and a symlink planted in a shared directory is never followed.
+Temporary files are hidden (``.<run_id>.json.<random>.<pid>.tmp``) and ignored by readers.
+
+Records are read defensively (:meth:`RunStore.scan`): a run file that cannot be read or
+parsed (whatever the exception: bad JSON, nesting that exhausts the recursion limit, a file
+too large), or that is not a valid record, is ``corrupt``: listed by name and reason, skipped
+by readers, redone by sweeps (which move it aside to ``runs/corrupt/``, never delete it). Not
+valid: a status other than ok/diverged/failed; a ``config`` whose hash is not the file's name
+(a copy of run B saved as run A would otherwise make A look done); wrong types (``width:
+"wide"``); metrics that are not numbers, or, in an ``ok`` run, non-finite, larger than
+:data:`METRIC_LIMIT` in size, negative where they cannot be (MSE, C, distances) or an accuracy
+outside [0, 1] (``mse_test: 1e300`` in one record turned a fitted slope of -4.3 into +127).
+
+The directory's protocol is fixed atomically by the first sweep into it
+(:func:`claim_protocol`: ``protocol.json`` created by hard link, as claims are), and
+``sweep.json`` is updated under a lock (:meth:`RunStore.update_manifest`), so that sweeps
+started at the same instant neither mix protocols nor lose each other's run ids.
 
 :class:`RunStore` is the seam where a run-claim protocol plugs in: the sweep calls
 :meth:`RunStore.claim` before running and :meth:`RunStore.write` after.
@@ -19,26 +36,41 @@ True
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import json
+import math
 import os
 import pathlib
 import time
-from collections.abc import Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from ._files import atomic_path, json_safe
+from ._files import atomic_open, atomic_path, create_exclusive, ensure_dir, json_safe
 
 __all__ = [
-    "FINISHED", "RunStore", "atomic_path", "atomic_write_json", "canonical_json", "json_safe",
-    "protocol_changes", "read_json",
-    "run_id",
+    "CORRUPT_DIR", "FINISHED", "METRIC_LIMIT", "PROTOCOL", "Corrupt", "RunStore", "atomic_path",
+    "atomic_write_json", "canonical_json", "claim_protocol", "json_safe", "protocol_changes",
+    "read_json", "record_problem", "run_id",
 ]
 
 #: Statuses of finished runs (a rerun skips them); "failed" runs are redone only on request.
 FINISHED = frozenset({"ok", "diverged"})
 MANIFEST = "sweep.json"
 RUNS_DIR = "runs"
+#: The directory's protocol, written once by its first sweep (:func:`claim_protocol`).
+PROTOCOL = "protocol.json"
+#: Where sweeps move corrupt run files before redoing their runs (under ``runs/``).
+CORRUPT_DIR = "corrupt"
+#: No metric of a run that did not diverge comes near this size (training stops as diverged
+#: once a loss grows 1e6-fold); a larger one is a damaged record, not a result.
+METRIC_LIMIT = 1e100
+#: Run files larger than this are corrupt without being read (a record with every step
+#: logged is a few MB).
+MAX_RECORD_BYTES = 256 * 2**20
+_STATUSES = frozenset({*FINISHED, "failed"})
 
 
 def canonical_json(obj: Any) -> str:
@@ -63,25 +95,117 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> pathlib.Path:
     """
     path = pathlib.Path(path)
     text = json.dumps(json_safe(obj), indent=1, sort_keys=True, allow_nan=False)
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+    with atomic_open(path) as fh:  # random temp name, O_EXCL | O_NOFOLLOW, fsync, rename
         fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    with contextlib.suppress(OSError):  # make the rename itself durable (POSIX)
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
     return path
 
 
+def _load(path: pathlib.Path) -> Any:
+    """The parsed JSON at ``path``; any failure raises (OSError, ValueError, RecursionError,
+    MemoryError, a file over :data:`MAX_RECORD_BYTES`)."""
+    size = path.stat().st_size
+    if size > MAX_RECORD_BYTES:
+        raise ValueError(f"{size} bytes, over the {MAX_RECORD_BYTES // 2**20} MiB a record "
+                         "can have")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def read_json(path: str | os.PathLike[str]) -> Any | None:
-    """The parsed JSON at ``path``, or None if it is missing or not valid JSON."""
+    """The parsed JSON at ``path``, or None if it is missing or cannot be read or parsed
+    (whatever the reason: bad JSON or UTF-8, nesting too deep for the parser, too large)."""
     try:
-        return json.loads(pathlib.Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return _load(pathlib.Path(path))
+    except Exception:  # noqa: BLE001 - RecursionError and MemoryError included
         return None
+
+
+@dataclass(frozen=True)
+class Corrupt:
+    """A run file that is not a valid record: its file name, why, and its ``kind`` if it
+    parsed as a mapping (so a directory of another kind is still recognised)."""
+
+    name: str
+    reason: str
+    kind: str | None = None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _metric_problem(name: str, v: Any, ok: bool) -> str | None:
+    if v is None or isinstance(v, bool):
+        return None
+    if not _is_num(v):
+        return f"metric {name!r} is {_short(v)}, not a number"
+    if not ok:
+        return None
+    if not math.isfinite(v) or abs(v) > METRIC_LIMIT:
+        return f"metric {name!r} = {v!r} is out of range for a run that did not diverge"
+    nonneg = name.startswith(("mse_", "param_distance")) or name in ("c_test", "c_train")
+    if nonneg and v < 0:
+        return f"metric {name!r} = {v!r} is negative"
+    if name.startswith("acc_") and not 0 <= v <= 1:
+        return f"metric {name!r} = {v!r} is not an accuracy in [0, 1]"
+    return None
+
+
+def record_problem(rid: str, rec: Any) -> str | None:
+    """Why ``rec`` is not a valid record of run ``rid`` (see the module docstring), or None."""
+    if not isinstance(rec, Mapping):
+        return f"not a JSON object (a {type(rec).__name__})"
+    status = rec.get("status")
+    if not isinstance(status, str) or status not in _STATUSES:
+        return f"status {_short(status)} is not one of ok, diverged, failed"
+    if rec.get("run_id", rid) != rid:
+        return f"its run_id {_short(rec.get('run_id'))} is not its file name"
+    cfg = rec.get("config")
+    if cfg is not None:
+        if not isinstance(cfg, Mapping):
+            return f"config is {_short(cfg)}, not a mapping"
+        try:
+            if run_id(cfg) != rid:
+                return ("its config hashes to another run id (a record copied under another "
+                        "run's name?)")
+        except (TypeError, ValueError):
+            return "its config is not canonical JSON"
+        model, training = cfg.get("model"), cfg.get("training")
+        width = model.get("width") if isinstance(model, Mapping) else None
+        if width is not None and not (_is_int(width) and width >= 1):
+            return f"model.width is {_short(width)}, not a positive integer"
+        alpha = training.get("alpha") if isinstance(training, Mapping) else None
+        if alpha is not None and not _is_num(alpha):
+            return f"training.alpha is {_short(alpha)}, not a number"
+        if cfg.get("seed") is not None and not _is_int(cfg.get("seed")):
+            return f"config seed is {_short(cfg.get('seed'))}, not an integer"
+    if rec.get("seed") is not None and not _is_int(rec.get("seed")):
+        return f"seed is {_short(rec.get('seed'))}, not an integer"
+    metrics = rec.get("metrics")
+    if metrics is not None:
+        if not isinstance(metrics, Mapping):
+            return f"metrics is {_short(metrics)}, not a mapping"
+        for name, v in metrics.items():
+            why = _metric_problem(str(name), v, status == "ok")
+            if why:
+                return why
+    logs = rec.get("logs")
+    if logs is not None:
+        if not isinstance(logs, list) or not all(isinstance(e, Mapping) for e in logs):
+            return "logs is not a list of mappings"
+        for e in logs:
+            for k, v in e.items():
+                if v is not None and not _is_num(v):
+                    return f"log entry {k!r} is {_short(v)}, not a number"
+    return None
 
 
 class RunStore:
@@ -108,19 +232,52 @@ class RunStore:
         """Where the record of run ``rid`` lives."""
         return self.runs_dir / f"{rid}.json"
 
+    def inspect(self, rid: str) -> tuple[dict[str, Any] | None, Corrupt | None]:
+        """The record of run ``rid`` and None, or None and why its file is corrupt; (None,
+        None) if there is no file. Never raises for a file's content."""
+        path = self.path(rid)
+        try:
+            rec = _load(path)
+        except FileNotFoundError:
+            return None, None
+        except Exception as err:  # noqa: BLE001 - RecursionError, MemoryError, ... included
+            return None, Corrupt(path.name, f"unreadable ({type(err).__name__}: "
+                                 f"{_short(str(err))})")
+        try:
+            why = record_problem(rid, rec)
+        except Exception as err:  # noqa: BLE001 - e.g. RecursionError in a deep config
+            why = f"cannot be checked ({type(err).__name__})"
+        if why is None:
+            return dict(rec), None
+        kind = rec.get("kind") if isinstance(rec, Mapping) else None
+        return None, Corrupt(path.name, why, kind if isinstance(kind, str) else None)
+
     def read(self, rid: str) -> dict[str, Any] | None:
-        """The record of run ``rid``, or None if it is missing or unreadable."""
-        rec = read_json(self.path(rid))
-        return rec if isinstance(rec, dict) else None
+        """The record of run ``rid``, or None if it is missing or corrupt."""
+        return self.inspect(rid)[0]
 
     def state(self, rid: str) -> str:
         """``"missing"``, ``"corrupt"`` or the record's status (``ok``/``diverged``/``failed``)."""
-        if not self.path(rid).exists():
-            return "missing"
-        rec = self.read(rid)
-        if rec is None or rec.get("status") not in {*FINISHED, "failed"}:
+        rec, bad = self.inspect(rid)
+        if bad is not None:
             return "corrupt"
+        if rec is None:
+            return "missing" if not self.path(rid).exists() else "corrupt"
         return str(rec["status"])
+
+    def set_aside(self, rid: str) -> pathlib.Path | None:
+        """Move run ``rid``'s file to ``runs/corrupt/`` (never deleted) if it is corrupt; returns
+        where it went, or None if it is valid or absent. Call it holding the run's claim."""
+        if self.state(rid) != "corrupt":
+            return None
+        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        dest = ensure_dir(self.runs_dir / CORRUPT_DIR) / (
+            f"{rid}.json.{stamp}-{uuid.uuid4().hex[:6]}")
+        try:
+            os.rename(self.path(rid), dest)
+        except FileNotFoundError:
+            return None
+        return dest
 
     def claim(self, rid: str) -> bool:
         """Reserve run ``rid`` before running it; False means someone else runs it."""
@@ -131,7 +288,8 @@ class RunStore:
 
     def write(self, rid: str, record: Mapping[str, Any]) -> pathlib.Path:
         """Atomically write the record of run ``rid``."""
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.root)
+        ensure_dir(self.runs_dir)
         return atomic_write_json(self.path(rid), {**record, "run_id": rid})
 
     def run_ids(self) -> list[str]:
@@ -141,16 +299,35 @@ class RunStore:
         return sorted(p.stem for p in self.runs_dir.glob("*.json") if not p.name.startswith("."))
 
     def records(self) -> Iterator[dict[str, Any]]:
-        """All readable run records, in run-id order (unreadable files are skipped)."""
+        """All valid run records, in run-id order (corrupt files are skipped: :meth:`scan`)."""
         for rid in self.run_ids():
             rec = self.read(rid)
             if rec is not None:
                 yield rec
 
+    def scan(self) -> tuple[list[dict[str, Any]], list[Corrupt]]:
+        """All valid records (run-id order) and the corrupt run files, each with its reason."""
+        good, bad = [], []
+        for rid in self.run_ids():
+            rec, why = self.inspect(rid)
+            if rec is not None:
+                good.append(rec)
+            elif why is not None:
+                bad.append(why)
+        return good, bad
+
     def write_manifest(self, manifest: Mapping[str, Any]) -> pathlib.Path:
-        """Write ``sweep.json`` (the sweep config and its run ids) atomically."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        return atomic_write_json(self.root / MANIFEST, manifest)
+        """Write ``sweep.json`` (the sweep config and its run ids) atomically, under its lock."""
+        return self.update_manifest(lambda _old: manifest)
+
+    def update_manifest(self, update: Callable[[dict[str, Any] | None], Mapping[str, Any]]
+                        ) -> pathlib.Path:
+        """Replace ``sweep.json`` by ``update(its current content or None)``, holding an
+        exclusive lock (``flock`` on ``.sweep.json.lock``) from the read to the rename, so
+        that concurrent sweeps merge their run ids instead of losing one another's."""
+        ensure_dir(self.root)
+        with _locked(self.root / f".{MANIFEST}.lock"):
+            return atomic_write_json(self.root / MANIFEST, update(self.read_manifest()))
 
     def read_manifest(self) -> dict[str, Any] | None:
         """The contents of ``sweep.json``, or None if absent."""
@@ -179,6 +356,66 @@ class RunStore:
                     tmp.unlink()
                     removed += 1
         return removed
+
+
+@contextlib.contextmanager
+def _locked(path: pathlib.Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if absent, never through a symlink)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock (single-machine Windows use)
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def claim_protocol(root: str | os.PathLike[str], kind: str, config: Mapping[str, Any],
+                   grid: set[tuple[str, ...]], *, label: str = "`out_dir`",
+                   flag: str = "--out", allowed: str = "the grid") -> None:
+    """Fix the protocol of directory ``root`` atomically, or check ``config`` against it.
+
+    The first sweep into ``root`` creates ``protocol.json`` (its ``kind`` and ``config``) in
+    one step (:func:`weakcorr._files.create_exclusive`: a hard link, which fails if the file
+    exists); every later sweep, including one started at the same instant, reads it and must
+    have the same kind and the same config outside ``grid`` (:func:`protocol_changes`). Call
+    it after the manifest checks and before writing anything else.
+
+    Raises:
+        ValueError: starting with ``label`` (how the directory is named, e.g. ``"`out_dir`
+            (--out)"``), with the differing fields and the fix (``flag``: where to pass a new
+            directory; ``allowed``: what may change), before any record is written.
+    """
+    root = ensure_dir(root)
+    path = root / PROTOCOL
+    text = json.dumps(json_safe({"kind": kind, "config": config}), indent=1, sort_keys=True)
+    for _ in range(3):
+        if create_exclusive(path, text):
+            return
+        held = read_json(path)
+        if isinstance(held, Mapping) and isinstance(held.get("config"), Mapping):
+            break
+        time.sleep(0.05)  # on a file system without links, a winner may still be writing
+    else:
+        raise ValueError(f"{label} {str(root)!r}: {PROTOCOL} is unreadable; pass a new "
+                         f"directory as {flag} (or delete the damaged file)")
+    if held.get("kind") != kind:
+        raise ValueError(f"{label} {str(root)!r} holds a sweep of another kind "
+                         f"({held.get('kind')!r}, by its {PROTOCOL}); pass a new directory as "
+                         f"{flag}")
+    shown = protocol_changes(held["config"], config, grid)
+    if shown:
+        raise ValueError(f"{label} {str(root)!r} holds a sweep of another protocol ({shown}; "
+                         f"by its {PROTOCOL}, written by the first sweep into it); its runs "
+                         f"would be fitted together with these. Pass a new directory as {flag}; "
+                         f"into this one, only {allowed} may change")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -25,8 +25,11 @@ The per-run work is injectable: ``runner(configs, *, device) -> list[record]`` (
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import multiprocessing
+import os
+import stat
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,7 +42,7 @@ from . import config as _config
 from ._claims import ClaimingRunStore
 from ._executors import DaskExecutor, DaskLocalExecutor, SupervisedPoolExecutor
 from ._files import check_writable_dir
-from .results import FINISHED, MANIFEST, RunStore, protocol_changes, run_id
+from .results import FINISHED, MANIFEST, RunStore, claim_protocol, protocol_changes, run_id
 
 __all__ = [
     "DaskExecutor", "DaskLocalExecutor", "Executor", "InProcessExecutor", "LocalPoolExecutor",
@@ -177,6 +180,7 @@ def execute_task(task: RunTask) -> list[RunOutcome]:
         if task.store.claim(rid):
             ids.append(rid)
             cfgs.append(cfg)
+            task.store.set_aside(rid)  # a corrupt file: kept in runs/corrupt/, run redone
         else:
             outcomes.append(RunOutcome(rid, "claimed-elsewhere"))
     if not ids:
@@ -230,7 +234,10 @@ class SweepPlan:
 def plan(cfg: _config.SweepConfig, store: RunStore, *, retry_failed: bool = False) -> SweepPlan:
     """Expand the grid and look up each run's state in ``store``.
 
-    A run is to do if its file is missing or corrupt, or if it failed and ``retry_failed``.
+    A run is to do if its file is missing or corrupt (:meth:`weakcorr.results.RunStore.scan`:
+    unreadable, not a valid record, a config hash other than its name, metrics out of
+    range), or if it failed and ``retry_failed``. Corrupt files are moved aside to
+    ``runs/corrupt/`` (never deleted) by the task that redoes the run, once it holds the claim.
     """
     configs = {run_id(c): c for c in _config.expand(cfg)}
     states = {rid: store.state(rid) for rid in configs}
@@ -309,6 +316,17 @@ def _check_device(device: str | None) -> None:
 # (model, data, training, logging) is the protocol, which the report's fits pool over.
 _GRID_FIELDS = {("model", "widths"), ("training", "alphas"), ("seeds",), ("execution",),
                 ("name",), ("description",)}
+_GRID_TEXT = "model.widths, training.alphas, seeds and execution"
+
+
+def _check_runs_dir(store: RunStore) -> None:
+    """Refuse a sweep directory whose runs/ folder is a symlink owned by another user."""
+    with contextlib.suppress(FileNotFoundError):
+        st = os.lstat(store.runs_dir)
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in (os.geteuid(), 0):
+            raise ValueError(f"`out_dir` (--out) {str(store.root)!r}: its runs/ is a symlink "
+                             f"owned by another user (uid {st.st_uid}), which would send the "
+                             "records elsewhere; remove it or pass another directory as --out")
 
 
 def check_out_dir(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] | None:
@@ -339,9 +357,7 @@ def check_out_dir(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] |
     if shown:
         raise ValueError(f"`out_dir` (--out) {str(root)!r} holds a sweep of another protocol "
                          f"({shown}); its runs would be fitted together with these. Pass a new "
-                         "directory as "
-                         "--out; into this one, only model.widths, training.alphas, seeds and "
-                         "execution may change")
+                         f"directory as --out; into this one, only {_GRID_TEXT} may change")
     return old
 
 
@@ -386,6 +402,7 @@ def run_sweep(
         raise ValueError(f"`workers` must be >= 1, got {workers}")
     store = store or ClaimingRunStore(out_dir)
     old_manifest = check_out_dir(cfg, store)
+    _check_runs_dir(store)
     if check_data or runner is None:
         from . import experiments  # torch models and datasets: only when runs are real
 
@@ -398,14 +415,23 @@ def run_sweep(
                 field = "data.data_dir" if cfg.data.data_dir else "data.name"
                 raise type(err)(f"`{field}` ({cfg.data.name!r}): {err}") from None
         runner = runner or experiments.run_group
+    # Atomic: of two sweeps of different protocols started at the same instant (both passed
+    # check_out_dir), the second is refused here, before it writes anything else.
+    claim_protocol(store.root, "a2", _config.to_dict(cfg), _GRID_FIELDS,
+                   label="`out_dir` (--out)", allowed=_GRID_TEXT)
     start = time.perf_counter()
     the_plan = plan(cfg, store, retry_failed=retry_failed)
     from . import __version__
 
-    # The run ids of every sweep into this directory (one protocol: check_out_dir), in order.
-    run_ids = list(dict.fromkeys([*(old_manifest or {}).get("run_ids", []), *the_plan.run_ids]))
-    store.write_manifest({"kind": "a2", "config": _config.to_dict(cfg), "run_ids": run_ids,
-                          "weakcorr_version": __version__})
+    # The run ids of every sweep into this directory (one protocol: check_out_dir), in order,
+    # merged under sweep.json's lock with those of sweeps running now.
+    def merged(now: dict[str, Any] | None) -> dict[str, Any]:
+        before = [*(old_manifest or {}).get("run_ids", []), *((now or {}).get("run_ids") or [])]
+        return {"kind": "a2", "config": _config.to_dict(cfg),
+                "run_ids": list(dict.fromkeys([*before, *the_plan.run_ids])),
+                "weakcorr_version": __version__}
+
+    store.update_manifest(merged)
     store.remove_stale_temp()
     tasks = _tasks(cfg, the_plan, store, runner, device)
     own_executor = executor is None

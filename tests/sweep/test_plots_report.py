@@ -40,8 +40,7 @@ def test_save_figure_is_atomic(tmp_path, monkeypatch):
 
     def crash_on_pdf(self, fname, **kw):
         if kw.get("format") == "pdf":
-            with open(fname, "wb") as fh:
-                fh.write(b"%PDF half")
+            fname.write(b"%PDF half")  # save_figure passes the temp file's object
             raise KeyboardInterrupt
         return real(self, fname, **kw)
 
