@@ -388,7 +388,10 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
 # ----------------------------------------------------------------------------- measuring
 
 
-def _make(family: _factory.Family, width: int, seed: int) -> nn.Module:
+def _make(make_model: _factory.Family | Callable[..., nn.Module], width: int, seed: int
+          ) -> nn.Module:
+    family = make_model if isinstance(make_model, _factory.Family) else _factory.as_family(
+        make_model)
     return _factory.make(family, width, seed, name="`make_model`")
 
 

@@ -31,8 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Family", "as_family", "identity", "load", "make", "parse_kwargs", "parse_spec",
+__all__ = ["Family", "FactoryTypeError", "check_member", "check_signature", "as_family", "identity", "load", "make", "parse_kwargs", "parse_spec",
            "source_sha256"]
+
+class FactoryTypeError(TypeError, ValueError):
+    """A factory of the wrong signature or return type: a TypeError, and a ValueError so that the
+    command line shows it as its one-line error."""
+
 
 _EXAMPLE = "e.g. my_models:cnn (my_models.py in the current directory) or path/to/models.py:cnn"
 
@@ -89,7 +94,7 @@ def check_signature(fn: Callable[..., Any], kwargs: Mapping[str, Any] | None = N
     """
     shown = spec or getattr(fn, "__qualname__", repr(fn))
     if not callable(fn):
-        raise TypeError(f"`{name}` must be a function make_model(width, seed) -> nn.Module, got "
+        raise FactoryTypeError(f"`{name}` must be a function make_model(width, seed) -> nn.Module, got "
                         f"{type(fn).__name__} {shown!r}")
     kw = dict(kwargs or {})
     takes_seed = _takes_seed(fn)
@@ -101,7 +106,7 @@ def check_signature(fn: Callable[..., Any], kwargs: Mapping[str, Any] | None = N
         sig.bind(*((64, 0) if takes_seed else (64,)), **kw)
     except TypeError as err:
         extra = f" with keyword arguments {sorted(kw)}" if kw else ""
-        raise TypeError(f"`{name}` {shown!r} has the signature {sig}, which cannot be called as "
+        raise FactoryTypeError(f"`{name}` {shown!r} has the signature {sig}, which cannot be called as "
                         f"make_model(width, seed) or make_model(width){extra} ({err}); define it "
                         "as def make_model(width, seed, ...) -> nn.Module, or (width, ...) and "
                         "let weakcorr seed it") from None
@@ -303,7 +308,7 @@ def make(family: Family, width: int, seed: int, *, name: str | None = None) -> n
             torch.manual_seed(seed)
             model = family.fn(width, **family.kwargs)
     if not isinstance(model, nn.Module):
-        raise TypeError(f"{label} must return an nn.Module, got {type(model).__name__} at width "
+        raise FactoryTypeError(f"{label} must return an nn.Module, got {type(model).__name__} at width "
                         f"{width}; return the model itself (e.g. nn.Sequential(...)), not a "
                         "tuple, function or state dict")
     return model
@@ -314,3 +319,32 @@ def identity(spec: str, kwargs: Mapping[str, Any] | None = None, *,
     """What a run id hashes of a family: spec, kwargs and the source file's sha256."""
     return {"factory": spec, "kwargs": dict(kwargs or {}),
             "source_sha256": source_sha256(spec, name=name)}
+
+
+def check_member(family: Family, width: int, seed: int, x: torch.Tensor, *,
+                 name: str = "`make_model`") -> nn.Module:
+    """Build the member at ``width`` and run it on two inputs (through
+    :func:`weakcorr.functional`), so that a factory returning no
+    ``nn.Module``, or a model that cannot take the data, fails before any work.
+
+    Returns:
+        The model built.
+
+    Raises:
+        TypeError: no ``nn.Module`` returned.
+        ValueError: the model fails on ``x[:2]`` (the message gives the input shape).
+    """
+    from .functional import functional  # refuses random / batch-dependent modules first
+
+    model = make(family, width, seed, name=name)
+    fm = functional(model)
+    xb = x[:2].to(device=fm.device, dtype=fm.dtype if x.is_floating_point() else x.dtype)
+    try:
+        with torch.no_grad():
+            fm(fm.params, xb)
+    except Exception as err:  # noqa: BLE001 - the user's model failed on the data
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"{name} ({family.spec}) at width {width} fails on the data's inputs of "
+                         f"shape {tuple(x.shape[1:])} ({x.dtype}): {type(err).__name__}: {msg}; "
+                         "match the model's input to the dataset") from None
+    return model

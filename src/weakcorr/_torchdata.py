@@ -78,13 +78,16 @@ class Dataset:
 _SIX = ("X_train", "Y_train", "labels_train", "X_test", "Y_test", "labels_test")
 
 
-def as_dataset(data: Any, *, name: str = "data", max_bytes: int = MAX_BYTES) -> Any:
+def as_dataset(data: Any, *, name: str = "data", max_bytes: int = MAX_BYTES,
+               n_classes: int | None = None) -> Any:
     """``data`` as a :class:`Dataset` (see the module docstring), materialised once.
 
     Args:
         data: a :class:`Dataset`, an object with the six tensors, or a pair ``(train, test)``.
         name: the argument named in errors.
         max_bytes: refuse a pair that would take more bytes than this in memory.
+        n_classes: the number of classes of integer labels (default: the ``classes`` attribute
+            of a torchvision-style dataset, else the largest label + 1).
 
     Returns:
         ``data`` itself when it already has the six tensors (a :class:`Dataset` or alike),
@@ -105,7 +108,10 @@ def as_dataset(data: Any, *, name: str = "data", max_bytes: int = MAX_BYTES) -> 
         (x_tr, y_tr), (x_te, y_te) = (_split(s, f"{name}[{i}] ({split})", budget, max_bytes,
                                              name)
                                       for i, (s, split) in enumerate(zip(data, ("train", "test"))))
-        return _assemble(x_tr, y_tr, x_te, y_te, name)
+        if n_classes is None:
+            found = [getattr(getattr(s, "dataset", s), "classes", None) for s in data]
+            n_classes = next((len(c) for c in found if isinstance(c, (list, tuple)) and c), None)
+        return _assemble(x_tr, y_tr, x_te, y_te, name, n_classes)
     got = type(data).__name__
     hint = ""
     if isinstance(data, (torch.utils.data.Dataset, torch.utils.data.DataLoader)):
@@ -206,7 +212,8 @@ def _stack(items: Iterable[Any], where: str, charge: Any, *, length: int | None,
                          "have one shape") from None
 
 
-def _assemble(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, name: str) -> Dataset:
+def _assemble(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, name: str,
+              n_classes: int | None) -> Dataset:
     if len(x_te) == 0 and x_te.ndim == 1 and len(x_tr):  # an empty test split
         x_te, y_te = x_tr[:0], y_tr[:0]
     if x_tr.shape[1:] != x_te.shape[1:]:
@@ -224,7 +231,11 @@ def _assemble(x_tr: Tensor, y_tr: Tensor, x_te: Tensor, y_te: Tensor, name: str)
         if len(both) and int(both.min()) < 0:
             raise ValueError(f"`{name}` has negative class labels (min {int(both.min())}); "
                              "labels must be 0..n_classes-1")
-        n_classes = int(both.max()) + 1 if len(both) else 1
+        top = int(both.max()) + 1 if len(both) else 1
+        if n_classes is not None and top > n_classes:
+            raise ValueError(f"`{name}` has class label {top - 1}, but `n_classes` is "
+                             f"{n_classes}; labels must be 0..n_classes-1")
+        n_classes = top if n_classes is None else int(n_classes)
         lab_tr, lab_te = y_tr.long(), y_te.long()
         y_tr, y_te = (torch.nn.functional.one_hot(lab, n_classes).to(fdtype)
                       for lab in (lab_tr, lab_te))

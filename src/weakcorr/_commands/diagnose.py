@@ -1,4 +1,4 @@
-"""``weakcorr diagnose``: is an MLP family's linearization consistent with Theorems 3.1/3.2, Cor. 4.1?
+"""``weakcorr diagnose``: is a model family's linearization consistent with Theorems 3.1/3.2, Cor. 4.1?
 
 Parses arguments and calls :func:`weakcorr._diagnose.diagnose`; nothing else.
 """
@@ -15,6 +15,13 @@ examples:
   weakcorr diagnose                                  # the demo family: 784-n-n-10 GELU, standard init
   weakcorr diagnose --width 64 128 256 512 --parameterization ntk --activation erf --lr 1
   weakcorr diagnose --lr-exponent -0.5 --r -0.5 --out runs/diag   # also train with lr * n^-0.5
+  weakcorr diagnose --model my_models:cnn --model-kwargs channels=1 --no-flatten --dataset digits
+
+--model MODULE:FUNCTION (MODULE importable from the current directory or PYTHONPATH) or
+path/to/file.py:FUNCTION names your family: make_model(width, seed) -> nn.Module, or
+make_model(width) (then seeded by weakcorr); --model-kwargs KEY=VALUE ... are passed to every
+call. It replaces the MLP flags (--depth, --activation, --parameterization). --no-flatten keeps
+images as [N, C, H, W] for CNNs.
 
 For each width and seed: exact C^{0,2}, C^{0,3} (RMS of the diagonal over --n-inputs inputs),
 the norm of C^{1,1} and the Hessian/gradient ratio at init (with the training lr), then f and
@@ -29,16 +36,26 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "diagnose",
         help="measure correlation and linearization exponents vs width and check the theorems",
-        description="Diagnose how an MLP family linearizes with width (paper Thms. 3.1, 3.2, "
-        "Cor. 4.1, Eq. 18).",
+        description="Diagnose how a model family (the built-in MLP, or your own with --model) "
+        "linearizes with width (paper Thms. 3.1, 3.2, Cor. 4.1, Eq. 18).",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--width", type=int, nargs="+", default=[32, 64, 128, 256], metavar="N",
                    help="hidden widths, at least 3 (default 32 64 128 256)")
-    p.add_argument("--depth", type=int, default=2, help="number of hidden layers (default 2)")
-    p.add_argument("--activation", default="gelu", help="relu, gelu, erf, sigmoid, tanh")
-    p.add_argument("--parameterization", default="standard", choices=["standard", "ntk", "mup"])
+    p.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                   help="your model family make_model(width, seed) (or path/to/file.py:FUNCTION);"
+                        " default: the built-in MLP")
+    p.add_argument("--model-kwargs", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="keyword arguments for --model (YAML values: 2, 0.5, true, [1, 2], text)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="MLP: number of hidden layers (default 2)")
+    p.add_argument("--activation", default=None,
+                   help="MLP: relu, gelu (default), erf, sigmoid, tanh")
+    p.add_argument("--parameterization", default=None, choices=["standard", "ntk", "mup"],
+                   help="MLP: standard (default), ntk, mup")
+    p.add_argument("--no-flatten", action="store_true",
+                   help="keep images as [N, C, H, W] (for --model CNNs)")
     p.add_argument("--dataset", default="mnist5k", help="mnist5k, digits, teacher, mnist, ...")
     p.add_argument("--data-dir", default=None, help="folder of local datasets (MNIST, CIFAR-10)")
     p.add_argument("--n-train", type=int, default=1000, help="training points (default 1000)")
@@ -68,9 +85,26 @@ def _check_flags(args: argparse.Namespace) -> None:
 
     import torch
 
-    from .. import _diagnose, models
+    from .. import _diagnose, _factory, models
     from ..asymptotics import MIN_NS, MIN_SAMPLES
 
+    mlp_flags = [f"--{n}" for n in ("depth", "activation", "parameterization")
+                 if getattr(args, n) is not None]
+    if args.model is not None and mlp_flags:
+        raise ValueError(f"`{mlp_flags[0]}` sets the built-in MLP, but `--model` {args.model!r} "
+                         f"gives the family; drop {' '.join(mlp_flags)} (pass options of your "
+                         "family with --model-kwargs)")
+    if args.model is None and args.model_kwargs:
+        raise ValueError("`--model-kwargs` needs `--model` (they are passed to your factory); "
+                         "add --model MODULE:FUNCTION or drop --model-kwargs")
+    if args.model is None and args.no_flatten:
+        raise ValueError("`--no-flatten` needs `--model`: the built-in MLP takes flat inputs; "
+                         "add --model MODULE:FUNCTION (e.g. a CNN) or drop --no-flatten")
+    args.depth = 2 if args.depth is None else args.depth
+    args.activation = args.activation or "gelu"
+    args.parameterization = args.parameterization or "standard"
+    if args.model is not None:  # imported and its signature checked before any work
+        args.family = _factory.load(args.model, _factory.parse_kwargs(args.model_kwargs))
     for name in ("depth", "n_train", "n_test", "steps", "seeds", "n_inputs"):
         if getattr(args, name) < 1:
             raise ValueError(f"`--{name.replace('_', '-')}` must be >= 1, got {getattr(args, name)}")
@@ -118,17 +152,22 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import _diagnose, data, models
+    from .. import _diagnose, _factory, data, models
 
     _check_flags(args)
     ds = data.load(args.dataset, n_train=args.n_train, n_test=args.n_test,
-                   data_dir=args.data_dir, **({"grayscale": True} if args.dataset == "cifar10"
-                                              else {}))
-    d_in, d_out = ds.X_train.shape[1], ds.Y_train.shape[1]
+                   data_dir=args.data_dir, flatten=not args.no_flatten,
+                   **({"grayscale": True} if args.dataset == "cifar10" else {}))
+    if args.model is not None:
+        make_model = args.family
+        _factory.check_member(make_model, min(args.width), 0, ds.X_train,
+                              name=f"`--model` {args.model!r}")
+    else:
+        d_in, d_out = ds.X_train.shape[1], ds.Y_train.shape[1]
 
-    def make_model(width: int, seed: int):
-        return models.mlp(d_in, [width] * args.depth, d_out, activation=args.activation,
-                          parameterization=args.parameterization, seed=seed)
+        def make_model(width: int, seed: int):
+            return models.mlp(d_in, [width] * args.depth, d_out, activation=args.activation,
+                              parameterization=args.parameterization, seed=seed)
 
     bar = None
     if not (args.quiet or args.json) and sys.stderr.isatty():
