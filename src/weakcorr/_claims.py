@@ -323,6 +323,15 @@ class ClaimingRunStore(RunStore):
         if seen is not None:
             self._take_over(path, seen)
 
+    def release_ours(self, rid: str) -> None:
+        """Remove the claim of ``rid`` if any process of this sweep (same token) holds it: a
+        worker the sweep killed (Ctrl-C, SIGTERM). Another sweep's claim is left alone."""
+        path = self.claim_path(rid)
+        _HEARTBEAT.remove(path)
+        seen = _read_claim(path)
+        if seen is not None and seen.claim is not None and seen.claim.sweep == self.sweep_token:
+            self._take_over(path, seen)
+
     def write(self, rid: str, record: Mapping[str, Any]) -> pathlib.Path:
         """Atomically write the record of ``rid`` (with ``writer``: host, pid and sweep token),
         then release its claim."""

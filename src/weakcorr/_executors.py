@@ -9,7 +9,12 @@
   ``collect=True`` the records come back to this process, which claims the runs before
   submitting them and writes the records (clusters without a shared file system).
 * :class:`DaskLocalExecutor` — the same on a ``distributed.LocalCluster`` of N worker processes
-  bound to 127.0.0.1 (dashboard on loopback when bokeh is installed, else none).
+  bound to 127.0.0.1, speaking Dask's TLS with temporary credentials (``Security.temporary()``:
+  a fresh CA and certificate held only in this process and its workers), so that other local
+  users cannot connect and run code in the workers (loopback binding alone does not stop
+  them). Without ``cryptography`` it refuses to start rather than run unauthenticated. No
+  dashboard unless asked for (``dashboard=True``, ``--dashboard``); Dask's own log messages
+  (a garbage packet to a port, a lost connection) go to a log file, not the terminal.
 
 A task whose Dask worker dies is rescheduled by the scheduler up to its
 ``distributed.scheduler.allowed-failures`` times (``retries`` for :class:`DaskLocalExecutor`; the
@@ -53,6 +58,10 @@ EXECUTORS = ("auto", "inprocess", "local", "dask", "dask-local")
 
 _DASK_MISSING = ("the Dask executors need dask.distributed, which is not installed. "
                  "Install it via `pip install weakcorr[dask]`.")
+_TLS_MISSING = ("--executor dask-local runs its cluster over TLS with temporary credentials, "
+                "which needs the `cryptography` package (not installed); it refuses to start "
+                "an unauthenticated cluster that any local user could run code on. Install it "
+                "via `pip install weakcorr[dask]` (or `pip install cryptography`)")
 _ADDRESS = re.compile(r"^(tcp|tls)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$")
 
 
@@ -106,6 +115,17 @@ def own_outcomes(task: Any, outcomes: Any) -> Any:
             o, status=str(rec.get("status")), wall_time_s=rec.get("wall_time_s"),
             error=rec.get("error")))
     return out
+
+
+def _drop_claims(task: Any) -> None:
+    """Remove the claims of a task whose worker this sweep has just killed (no record yet:
+    the next sweep may run them at once instead of waiting for the claims to go stale)."""
+    drop = getattr(getattr(task, "store", None), "release_ours", None)
+    if drop is None:
+        return
+    for rid in getattr(task, "run_ids", ()):
+        with contextlib.suppress(OSError):
+            drop(rid)
 
 
 def _set_threads(n: int | None) -> None:
@@ -269,9 +289,10 @@ class SupervisedPoolExecutor:
                             f"({_describe_exit(code)}) on each of {attempts[i]} attempts"))
             clean = True
         finally:
-            if not clean:  # abandoned (an error, or the caller stopped): stop the busy workers
-                for w, _ in busy.values():
+            if not clean:  # abandoned (an error, Ctrl-C, SIGTERM): stop the busy workers
+                for w, i in busy.values():
                     self._discard(w, kill=True)
+                    _drop_claims(tasks[i])
 
     def shutdown(self) -> None:
         """Stop the idle workers."""
@@ -382,10 +403,14 @@ class DaskExecutor:
         self.threads_per_worker = threads_per_worker
         self._client = client
         self._own_client = client is None
+        self.log_path: str | None = None  # Dask's log file, once connected
+        self._logs: list[tuple[Any, Any, int, bool]] = []
 
     def _connect(self) -> Any:
         if self._client is None:
             distributed = _require_distributed()
+            if not self._logs:  # comm errors to a file, not tracebacks on the terminal
+                self.log_path, self._logs = _log_to_file()
             try:
                 self._client = distributed.Client(self.scheduler, timeout="30s",
                                                   set_as_default=False)
@@ -444,14 +469,87 @@ class DaskExecutor:
         if self._client is not None and self._own_client:
             self._client.close()
             self._client = None
+        self._close_log()
+
+    def _close_log(self) -> None:
+        _restore_logs(self._logs)
+        if self.log_path is not None:
+            with contextlib.suppress(OSError):
+                if os.path.getsize(self.log_path) == 0:
+                    os.unlink(self.log_path)
+                    self.log_path = None
 
 
-def _dashboard_address() -> str | None:
+def _dashboard_address(wanted: bool) -> str | None:
+    if not wanted:
+        return None
     try:
         import bokeh  # noqa: F401
     except ImportError:
         return None  # without bokeh, Dask has no dashboard to serve
     return "127.0.0.1:0"
+
+
+def temporary_security() -> Any:
+    """``distributed.security.Security.temporary()``: a fresh self-signed CA and certificate,
+    TLS required on every connection (client, scheduler, workers).
+
+    Raises:
+        ValueError: ``cryptography`` is missing (``pip install weakcorr[dask]``).
+    """
+    from distributed.security import Security
+
+    try:
+        return Security.temporary()
+    except ImportError:
+        raise ValueError(_TLS_MISSING) from None
+
+
+_DASK_LOGGERS = ("distributed", "tornado", "asyncio")
+
+
+def _restore_logs(saved: list[tuple[Any, Any, int, bool]]) -> None:
+    """Undo :func:`_log_to_file` (``saved`` is emptied): our handler removed and closed, the
+    terminal handlers it took off put back, levels and propagation as they were."""
+    ours = saved[0][1] if saved else None
+    while saved:
+        log, handler, level, propagate = saved.pop()  # reversed: a logger's first entry last
+        if handler is ours:
+            log.removeHandler(handler)
+        else:
+            log.addHandler(handler)
+        log.setLevel(level)
+        log.propagate = propagate
+    if ours is not None:
+        ours.close()
+
+
+def _log_to_file() -> tuple[str, list[tuple[Any, Any, int, bool]]]:
+    """Route Dask's log messages (and tornado's/asyncio's) to a new private file.
+
+    Returns:
+        The file's path and what to restore (:func:`_restore_logs`): (logger, handler, old
+        level, old propagate) per change.
+    """
+    import logging
+    import tempfile
+
+    fd, path = tempfile.mkstemp(prefix="weakcorr-dask-", suffix=".log")  # O_EXCL, mode 0600
+    handler = logging.StreamHandler(os.fdopen(fd, "a", encoding="utf-8"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    saved = []
+    for name in _DASK_LOGGERS:
+        log = logging.getLogger(name)
+        saved.append((log, handler, log.level, log.propagate))
+        log.addHandler(handler)
+        log.setLevel(logging.WARNING)
+        log.propagate = False  # not to the root logger (the terminal)
+        for h in list(log.handlers):
+            if h is not handler and isinstance(h, logging.StreamHandler) and getattr(
+                    h, "stream", None) in (sys.stderr, sys.stdout):
+                log.removeHandler(h)
+                saved.append((log, h, log.level, log.propagate))
+    return path, saved
 
 
 class DaskLocalExecutor(DaskExecutor):
@@ -463,10 +561,17 @@ class DaskLocalExecutor(DaskExecutor):
             count divided among the workers (at least 1), as :class:`SupervisedPoolExecutor`.
         collect: as in :class:`DaskExecutor`.
         retries: how often a task whose worker died is rescheduled (>= 0), then ``failed``.
+        dashboard: serve Dask's dashboard on 127.0.0.1 (a free port; needs bokeh). Off by
+            default: it is plain HTTP that any local user can read.
+
+    Raises:
+        ValueError: bad ``workers``/``retries``; when the cluster starts, ``cryptography``
+            missing (no TLS: refused rather than unauthenticated).
+        ImportError: dask.distributed is not installed.
     """
 
     def __init__(self, workers: int, *, threads_per_worker: int | None = None,
-                 collect: bool = False, retries: int = 1) -> None:
+                 collect: bool = False, retries: int = 1, dashboard: bool = False) -> None:
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"`workers` must be an integer >= 1, got {workers!r}")
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
@@ -481,9 +586,12 @@ class DaskLocalExecutor(DaskExecutor):
         self.threads_per_worker = threads_per_worker
         self.workers = workers
         self.retries = retries
+        self.dashboard = bool(dashboard)
+        self.log_path: str | None = None  # Dask's log file, once the cluster runs
         self._client = None
         self._own_client = True
         self._cluster: Any = None
+        self._logs: list[tuple[Any, Any, int, bool]] = []
 
     def _connect(self) -> Any:
         if self._client is None:
@@ -492,16 +600,23 @@ class DaskLocalExecutor(DaskExecutor):
             import dask
 
             distributed = _require_distributed()
+            security = temporary_security()  # TLS or nothing (ValueError without cryptography)
+            if not self._logs:
+                self.log_path, self._logs = _log_to_file()
             # Saturation 1: a worker holds only the task it runs, so a worker's death counts
             # against that task alone (queued tasks are not "processing" there).
+            quiet = {} if self.dashboard else {  # no HTTP at all: not even /json/identity.json
+                "distributed.scheduler.http.routes": [], "distributed.worker.http.routes": []}
             with dask.config.set({"distributed.scheduler.allowed-failures": self.retries,
-                                  "distributed.scheduler.worker-saturation": 1.0}):
+                                  "distributed.scheduler.worker-saturation": 1.0, **quiet}):
                 self._cluster = distributed.LocalCluster(
                     n_workers=self.workers, threads_per_worker=1, processes=True,
-                    host="127.0.0.1", dashboard_address=_dashboard_address(),
-                    silence_logs=logging.ERROR,
+                    host="127.0.0.1", protocol="tls://", security=security,
+                    dashboard_address=_dashboard_address(self.dashboard),
+                    silence_logs=logging.CRITICAL,  # workers: no tracebacks on the terminal
                 )
-                self._client = distributed.Client(self._cluster, set_as_default=False)
+                self._client = distributed.Client(self._cluster, security=security,
+                                                  set_as_default=False)
         return self._client
 
     @property
@@ -518,13 +633,14 @@ class DaskLocalExecutor(DaskExecutor):
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
+        self._close_log()
 
 
 # --------------------------------------------------------------------------- from the CLI
 
 
 def make_executor(kind: str = "auto", *, workers: int = 1, scheduler: str | None = None,
-                  collect: bool = False) -> Any:
+                  collect: bool = False, dashboard: bool = False) -> Any:
     """The executor of the ``--executor``/``--workers``/``--scheduler``/``--collect`` flags.
 
     Args:
@@ -533,6 +649,7 @@ def make_executor(kind: str = "auto", *, workers: int = 1, scheduler: str | None
         workers: local worker processes (``local``, ``dask-local``).
         scheduler: ``tcp://HOST:PORT`` of a running Dask scheduler (``dask`` only).
         collect: records come back to this process (``dask``, ``dask-local`` only).
+        dashboard: serve the Dask dashboard on 127.0.0.1 (``dask-local`` only).
 
     Returns:
         An executor, or None for ``auto`` (let :func:`weakcorr.sweep.run_sweep` choose).
@@ -552,6 +669,9 @@ def make_executor(kind: str = "auto", *, workers: int = 1, scheduler: str | None
     if collect and kind not in ("dask", "dask-local"):
         raise ValueError(f"`--collect` is only used with --executor dask or dask-local, got "
                          f"--executor {kind}; drop --collect")
+    if dashboard and kind != "dask-local":
+        raise ValueError(f"`--dashboard` is only used with --executor dask-local (a remote "
+                         f"cluster serves its own), got --executor {kind}; drop --dashboard")
     if kind == "auto":
         return None
     if kind == "inprocess":
@@ -564,7 +684,7 @@ def make_executor(kind: str = "auto", *, workers: int = 1, scheduler: str | None
     if kind == "local":
         return SupervisedPoolExecutor(workers)
     if kind == "dask-local":
-        return DaskLocalExecutor(workers, collect=collect)
+        return DaskLocalExecutor(workers, collect=collect, dashboard=dashboard)
     if scheduler is None:
         raise ValueError("`--scheduler` is required with --executor dask, e.g. "
                          "--scheduler tcp://10.0.0.5:8786 (or use --executor dask-local)")

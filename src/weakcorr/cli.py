@@ -8,10 +8,14 @@ commands stay independent; this module only assembles them and handles errors.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import importlib
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 # Subcommand modules under weakcorr._commands, in the order `weakcorr --help` lists them.
 COMMANDS: tuple[str, ...] = ("correlations", "sweep", "report", "demo", "a1", "diagnose")
@@ -19,6 +23,33 @@ COMMANDS: tuple[str, ...] = ("correlations", "sweep", "report", "demo", "a1", "d
 
 class UsageError(ValueError):
     """Bad input from the command line: printed as one line, exit code 2."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: runs in flight are abandoned, their claims released."""
+
+
+# Commands that run sweeps: an interruption keeps finished runs and resumes.
+_RESUMABLE = {"sweep", "demo", "a1"}
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the
+    main thread, so a sweep stopped by ``kill`` or a batch scheduler unwinds like Ctrl-C:
+    workers stopped, claims released, a message. No-op outside the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except ValueError as err:
         print(f"weakcorr {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -94,9 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         message = os_error_message(err, getattr(args, "out", None))
         print(f"weakcorr {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"weakcorr {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        term = isinstance(err, Terminated)
+        how = "interrupted (SIGTERM)" if term else "interrupted"
+        more = ("; finished runs are kept and the claims of runs in flight released: rerun the "
+                "same command to resume") if args.command in _RESUMABLE else ""
+        print(f"weakcorr {args.command}: {how}{more}", file=sys.stderr)
+        return 143 if term else 130
 
 
 if __name__ == "__main__":

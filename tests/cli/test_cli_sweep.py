@@ -64,10 +64,10 @@ def test_out_under_a_file_is_one_line_not_a_traceback(tiny, tmp_path, capsys):
 
 
 def test_permission_error_under_out_is_one_line(tiny, tmp_path, capsys, monkeypatch):
-    def refuse(self, manifest):
+    def refuse(self, update):
         raise PermissionError(13, "Permission denied", str(self.root / results.MANIFEST))
 
-    monkeypatch.setattr(results.RunStore, "write_manifest", refuse)
+    monkeypatch.setattr(results.RunStore, "update_manifest", refuse)  # sweep.json, merged
     out = tmp_path / "out"
     assert cli.main(["sweep", tiny, "--out", str(out), "--quiet"]) == 2
     line = _one_line_error(capsys, "sweep")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -51,13 +52,18 @@ def add_sweep_arguments(p: argparse.ArgumentParser, *, workers_default: str = "1
     """Options shared by `sweep` and `demo`; ``workers_default`` is what --help says."""
     p.add_argument("--workers", type=int, default=None, metavar="N",
                    help="local worker processes (torch threads are divided among them; "
-                   f"default {workers_default})")
+                   f"default {workers_default}; at most the CPU count unless --force-workers)")
+    p.add_argument("--force-workers", action="store_true",
+                   help="allow --workers above this machine's CPU count")
     p.add_argument("--executor", default="auto", metavar="KIND",
                    help="auto (in-process, or local processes with --workers > 1), inprocess, "
                    "local, dask (a cluster: --scheduler) or dask-local (a LocalCluster of "
                    "--workers processes on 127.0.0.1)")
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
                    help="the Dask scheduler of --executor dask")
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve the Dask dashboard on 127.0.0.1 (--executor dask-local; off by "
+                   "default: plain HTTP that any local user can read)")
     p.add_argument("--collect", action="store_true",
                    help="Dask workers send records back and this process writes them (for "
                    "workers that cannot see DIR)")
@@ -125,11 +131,12 @@ def execute(args: argparse.Namespace, source: str, out: str) -> Any:
     from .. import _executors, config, sweep
 
     workers = 1 if args.workers is None else args.workers
-    if workers < 1:
-        raise ValueError(f"`--workers` must be >= 1, got {workers}")
+    check_workers(workers, force=getattr(args, "force_workers", False),
+                  remote=args.executor == "dask")
     try:
         executor = _executors.make_executor(args.executor, workers=workers,
-                                            scheduler=args.scheduler, collect=args.collect)
+                                            scheduler=args.scheduler, collect=args.collect,
+                                            dashboard=getattr(args, "dashboard", False))
     except ImportError as err:
         raise ValueError(str(err)) from None
     try:
@@ -144,7 +151,27 @@ def execute(args: argparse.Namespace, source: str, out: str) -> Any:
     finally:
         if executor is not None:
             executor.shutdown()
+            log = getattr(executor, "log_path", None)
+            if log and not args.json:
+                print(f"Dask's messages (connections, lost workers): {log}", file=sys.stderr)
     return summary
+
+
+def cpu_count() -> int:
+    """This machine's CPU count (``os.cpu_count()``, as demo's default worker count uses)."""
+    return os.cpu_count() or 1
+
+
+def check_workers(workers: int, *, force: bool = False, remote: bool = False) -> None:
+    """Refuse ``--workers`` below 1, or above the CPU count unless ``force`` (64 workers on 2
+    cores only thrash); ``remote``: the workers are a cluster's, not counted here."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"`--workers` must be >= 1, got {workers!r}")
+    n = cpu_count()
+    if not remote and not force and workers > n:
+        raise ValueError(f"`--workers` {workers} is more than this machine's {n} CPU(s); "
+                         f"each worker trains on its own CPU, so pass --workers {n} or fewer "
+                         "(or add --force-workers)")
 
 
 def summary_line(summary: Any) -> str:
