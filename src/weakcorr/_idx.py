@@ -18,6 +18,7 @@ import math
 import pathlib
 import struct
 import zlib
+from typing import BinaryIO
 
 import numpy as np
 
@@ -35,6 +36,8 @@ CIFAR_FILES: dict[str, list[str]] = {
 _CIFAR_SUBFOLDER = "cifar-10-batches-bin"
 _CIFAR_RECORD = 1 + 3 * 32 * 32
 _N_CLASSES = 10
+MAX_FILE_BYTES = 2**31  # one dataset file, inflated (MNIST's largest: 47 MB; CIFAR's: 31 MB)
+IMAGE_SHAPE = (28, 28)  # MNIST and Fashion-MNIST images
 
 
 def _check_folder(folder: pathlib.Path) -> None:
@@ -56,21 +59,55 @@ def _find_idx(folder: pathlib.Path, base: str) -> pathlib.Path:
     )
 
 
+def _corrupt(path: pathlib.Path, err: BaseException) -> ValueError:
+    return ValueError(
+        f"cannot read {str(path)!r} ({err}): the file is truncated or corrupt; replace it "
+        "with the original."
+    )
+
+
+def _check_size(path: pathlib.Path, size: int, what: str) -> None:
+    if size > MAX_FILE_BYTES:
+        raise ValueError(
+            f"{str(path)!r} {what} {size:,} bytes, more than the {MAX_FILE_BYTES:,} a dataset "
+            "file may have (MNIST's largest has 47 MB): it is not a dataset file, or is corrupt."
+        )
+
+
 def _read_bytes(path: pathlib.Path) -> bytes:
+    """A whole file (gunzipped when its name ends in ``.gz``), at most :data:`MAX_FILE_BYTES`:
+    the size on disk is checked before reading, a gzip stream's while inflating."""
     try:
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as fh:
-                return fh.read()
+                raw = fh.read(MAX_FILE_BYTES + 1)
+            _check_size(path, len(raw), "inflates to more than")
+            return raw
+        _check_size(path, path.stat().st_size, "has")
         return path.read_bytes()
     except (OSError, EOFError, zlib.error) as err:
-        raise ValueError(
-            f"cannot read {str(path)!r} ({err}): the file is truncated or corrupt; replace it "
-            "with the original."
-        ) from err
+        raise _corrupt(path, err) from err
+
+
+def _read_exactly(fh: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes (fewer only at the end of the stream)."""
+    parts, left = [], n
+    while left > 0:
+        chunk = fh.read(min(left, 1 << 24))
+        if not chunk:
+            break
+        parts.append(chunk)
+        left -= len(chunk)
+    return b"".join(parts)
 
 
 def read_idx(path: str | pathlib.Path) -> np.ndarray:
     """Read one unsigned-byte IDX file (plain, or gzipped when its name ends in ``.gz``).
+
+    The header is read first and the size it implies checked against :data:`MAX_FILE_BYTES`
+    and against the file (its size on disk, or for ``.gz`` the stream, inflated no further
+    than the header's size plus one byte), so a corrupt header or a gzip that inflates to
+    gigabytes fails before the data are read.
 
     Args:
         path: the file.
@@ -79,32 +116,50 @@ def read_idx(path: str | pathlib.Path) -> np.ndarray:
         A read-only ``uint8`` array with the shape stored in the header.
 
     Raises:
-        ValueError: wrong magic number, or a length that disagrees with the header.
+        ValueError: wrong magic number, a header implying more than :data:`MAX_FILE_BYTES`,
+            or a length that disagrees with the header (truncated or oversized).
     """
     path = pathlib.Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as fh:
+            head = _read_exactly(fh, 4)
+            if len(head) < 4:
+                raise ValueError(
+                    f"{str(path)!r} is truncated: {len(head)} bytes, too short for an IDX header."
+                )
+            zero, type_code, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or type_code != 0x08 or ndim == 0:
+                raise ValueError(
+                    f"{str(path)!r} is not an unsigned-byte IDX file (magic number {head.hex()}, "
+                    "expected 0000 08 followed by the number of dimensions); replace it with the "
+                    "original file."
+                )
+            sizes = _read_exactly(fh, 4 * ndim)
+            header = 4 + 4 * ndim
+            if len(sizes) < 4 * ndim:
+                raise ValueError(f"{str(path)!r} is truncated inside its {header}-byte header.")
+            dims = struct.unpack(">" + "I" * ndim, sizes)
+            expected = header + math.prod(dims)
+            _check_size(path, expected, f"has a header (sizes {list(dims)[:8]}) implying")
+            if path.suffix != ".gz":
+                actual = path.stat().st_size
+                if actual != expected:
+                    raise ValueError(
+                        f"{str(path)!r} has {actual} bytes but its header (sizes {list(dims)}) "
+                        f"implies {expected}: the file is truncated or corrupt."
+                    )
+            body = _read_exactly(fh, expected - header + 1)  # one byte more: is there more?
+    except (OSError, EOFError, zlib.error) as err:
+        raise _corrupt(path, err) from err
+    if len(body) != expected - header:
+        state = "longer than" if len(body) > expected - header else "shorter than"
         raise ValueError(
-            f"{str(path)!r} is truncated: {len(raw)} bytes, too short for an IDX header."
+            f"{str(path)!r} is {state} its header (sizes {list(dims)}) implies "
+            f"({expected:,} bytes{', inflated' if path.suffix == '.gz' else ''}): the file is "
+            "truncated or corrupt."
         )
-    zero, type_code, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or type_code != 0x08 or ndim == 0:
-        raise ValueError(
-            f"{str(path)!r} is not an unsigned-byte IDX file (magic number {raw[:4].hex()}, "
-            "expected 0000 08 followed by the number of dimensions); replace it with the "
-            "original file."
-        )
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{str(path)!r} is truncated inside its {header}-byte header.")
-    dims = struct.unpack(">" + "I" * ndim, raw[4:header])
-    expected = header + math.prod(dims)
-    if len(raw) != expected:
-        raise ValueError(
-            f"{str(path)!r} has {len(raw)} bytes but its header (sizes {list(dims)}) implies "
-            f"{expected}: the file is truncated or corrupt."
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def read_idx_split(folder: str | pathlib.Path, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -122,6 +177,17 @@ def read_idx_split(folder: str | pathlib.Path, split: str) -> tuple[np.ndarray, 
         raise ValueError(
             f"{str(img_path)!r} holds a {images.ndim}-D array {images.shape}, expected 3-D "
             "[N, rows, cols] images: the file is corrupt or misnamed."
+        )
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise ValueError(
+            f"{str(img_path)!r} holds {images.shape[1]}x{images.shape[2]} images, but MNIST and "
+            f"Fashion-MNIST images are {IMAGE_SHAPE[0]}x{IMAGE_SHAPE[1]}: the file is not one of "
+            "theirs; replace it with the original."
+        )
+    if len(images) == 0:
+        raise ValueError(
+            f"{str(img_path)!r} holds 0 images (its header says 0 rows): the file is truncated "
+            "or not the original; replace it."
         )
     if labels.ndim != 1 or len(labels) != len(images):
         raise ValueError(

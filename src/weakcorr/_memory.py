@@ -1,17 +1,26 @@
-"""Memory-budget chunking: how many items of a vmapped computation fit in a budget.
+"""Memory budgets: chunking of vmapped work, and the pre-flight check of a training run.
 
 Generic helpers (no weakcorr imports): a computation that holds ``bytes_per_item``
 bytes of working memory for each item of a batch is split into chunks whose
 working set stays below ``max_memory_gb``.  Used by :mod:`weakcorr.correlations`
 (per-(input, output) gradient blocks) and available to the other math modules.
+
+The pre-flight (:func:`estimate_run_bytes`, :func:`available_bytes`, :func:`preflight`) tells,
+before a run allocates anything, whether its peak memory fits in what the process can still
+get (the cgroup limit or physical memory), so a width that cannot fit is recorded ``failed``
+with "needs ~X GiB, Y GiB available" instead of the OOM killer taking the whole sweep.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
 
-__all__ = ["GIB", "balanced_chunks", "check_memory_budget", "chunk_size_for", "peak_rss_bytes"]
+__all__ = ["GIB", "InsufficientMemory", "available_bytes", "balanced_chunks",
+           "check_memory_budget", "chunk_size_for", "estimate_run_bytes", "peak_rss_bytes",
+           "preflight"]
 
 GIB = 1024**3
 
@@ -140,3 +149,203 @@ def peak_rss_bytes() -> int:
 
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
+
+
+# --------------------------------------------------------------------------- run pre-flight
+
+_ITEMSIZE = {"float32": 4, "float64": 8}
+# Input and output sizes of the datasets a config can name (images flattened); what
+# data.options gives the teacher overrides its defaults.
+DATASET_DIMS: dict[str, tuple[int, int]] = {
+    "mnist5k": (784, 10), "digits": (64, 10), "teacher": (16, 10), "mnist": (784, 10),
+    "fashion-mnist": (784, 10), "cifar10": (3072, 10),
+}
+# θ0's activations on a whole split are cached when they take at most this much
+# (weakcorr._vmap_train.CACHE_BYTES; a test checks they agree).
+THETA0_CACHE_BYTES = 1.5e9
+_EVAL_CHUNK = 1024  # rows per chunk of the evaluation passes (_vmap_train.outputs)
+_LOG_ENTRY_BYTES = 600  # one log entry: a dict of ~8 floats, in memory and in the record
+_FIXED_BYTES = 64 * 2**20  # allocator slack, the record, small tensors
+NO_CHECK_ENV = "WEAKCORR_NO_MEMORY_CHECK"
+
+
+class InsufficientMemory(MemoryError):
+    """A run refused before it allocated: its estimated peak does not fit."""
+
+
+def estimate_run_bytes(run_cfg: Mapping[str, Any], d_in: int | None = None,
+                       d_out: int | None = None, *, seeds: int = 1) -> int:
+    """The peak memory of one paired run (paper App. A.2: f trained beside f_lin), in bytes.
+
+    An estimate from the run config alone (no allocation), for the hand-written passes
+    (``weakcorr._vmap_train``, the CPU default) and the autograd ones alike. With ``P`` the
+    parameters per seed, ``H = depth · width`` the hidden units, ``B`` the batch (``n_train``
+    with ``full_batch``), ``K = seeds`` trained together and ``s`` the dtype's bytes:
+
+    * parameters: 7·K·P·s — the model, θ0, θ, Δ, the gradients of θ and Δ, and one more
+      copy (the stacked first layer of θ and Δ, or autograd's leaf of θ0);
+    * the step's activations: 10·K·B·H·s (f's layer inputs and slopes, θ0's, the tangents
+      of f_lin and the backward signals of both);
+    * θ0's cached pass on the training set, 2·K·n_train·H·s, and on the test set with
+      ``logging.eval_every``, where each fits in 1.5 GB (as the trainer decides);
+    * the evaluation passes, chunked by 1,024 rows: 6·K·min(n, 1024)·H·s;
+    * the data, twice (the loaded split and the trainer's copy): 2·n·(d_in + d_out)·s, with
+      n = n_train + n_test; the log entries (600 bytes each), and 64 MiB of slack.
+
+    Args:
+        run_cfg: a run config of :func:`weakcorr.config.expand` (``model.width``, ``depth``,
+            ``bias``; ``data``; ``training``; ``logging``).
+        d_in, d_out: the network's input and output sizes (default: the dataset's, from
+            :data:`DATASET_DIMS` and ``data.options``).
+        seeds: seeds trained together (``execution.seed_batch``).
+
+    Returns:
+        Bytes (an int). Against the peak resident memory of real CPU runs (float32 and
+        float64, widths 1,024-8,192, full batch, 4 seeds together, eval_every) it is 1.06-1.4
+        times the measured peak (``tests/reliability/test_preflight.py``): it errs on the
+        side of refusing.
+
+    Raises:
+        ValueError: a run config of a ``model.factory`` (its size is not in the config).
+
+    >>> cfg = {"model": {"width": 1024, "depth": 2, "bias": True},
+    ...        "data": {"name": "mnist5k", "n_train": 4000, "n_test": 1000},
+    ...        "training": {"steps": 250, "batch_size": 128, "dtype": "float32"},
+    ...        "logging": {"every": 10}}
+    >>> round(estimate_run_bytes(cfg) / 2**20)
+    265
+    """
+    m, d, t = run_cfg["model"], run_cfg["data"], run_cfg["training"]
+    lg = run_cfg.get("logging") or {}
+    if m.get("factory") is not None or "depth" not in m:
+        raise ValueError("`run_cfg` must be a run config of the built-in MLP (model.width and "
+                         f"model.depth), got model keys {sorted(m)}; a model.factory's memory "
+                         "is not known from its config")
+    if d_in is None or d_out is None:
+        dims = DATASET_DIMS.get(d.get("name"), (784, 10))
+        options = dict(d.get("options") or {})
+        d_in = d_in if d_in is not None else int(options.get("d_in", dims[0]))
+        d_out = d_out if d_out is not None else int(options.get("d_out", dims[1]))
+    s = _ITEMSIZE.get(t.get("dtype", "float32"), 8)
+    k, width, depth = int(seeds), int(m["width"]), int(m["depth"])
+    bias = bool(m.get("bias", True))
+    sizes = [d_in, *([width] * depth), d_out]
+    params = sum(a * b + (b if bias else 0) for a, b in zip(sizes[:-1], sizes[1:]))
+    hidden = width * depth
+    n_train, n_test = int(d["n_train"]), int(d["n_test"])
+    batch = n_train if t.get("full_batch") else int(t["batch_size"])
+    total = 7 * k * params * s + 10 * k * batch * hidden * s
+    for n, cached in ((n_train, True), (n_test, lg.get("eval_every") is not None)):
+        cache = 2 * k * n * hidden * s
+        if cached and cache <= THETA0_CACHE_BYTES:
+            total += cache + k * n * d_out * s
+    total += 6 * k * min(max(n_train, n_test), _EVAL_CHUNK) * hidden * s
+    total += 2 * (n_train + n_test) * (d_in + d_out) * s
+    steps = int(t.get("steps", 0))
+    entries = steps // max(1, int(lg.get("every") or steps or 1))
+    if lg.get("eval_every"):
+        entries += steps // int(lg["eval_every"])
+    return int(total + (entries + 1) * _LOG_ENTRY_BYTES + _FIXED_BYTES)
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path, encoding="ascii") as fh:
+            text = fh.read().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() else None  # "max" (no limit) -> None
+
+
+def _stat_value(path: str, key: str) -> int:
+    try:
+        with open(path, encoding="ascii") as fh:
+            for line in fh:
+                name, _, value = line.partition(" ")
+                if name == key and value.strip().isdigit():
+                    return int(value)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return 0
+
+
+def _cgroup_dirs() -> list[tuple[str, str]]:
+    """(version, directory) of this process's memory cgroups, innermost first, with the
+    hierarchy's root as the fallback (a container sees its own cgroup there)."""
+    out: list[tuple[str, str]] = []
+    try:
+        with open("/proc/self/cgroup", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
+        if controllers == "":
+            root = "/sys/fs/cgroup"
+            version = "v2"
+        elif "memory" in controllers.split(","):
+            root = "/sys/fs/cgroup/memory"
+            version = "v1"
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for i in range(len(parts), 0, -1):
+            out.append((version, os.path.join(root, *parts[:i])))
+        out.append((version, root))
+    return out
+
+
+def cgroup_available_bytes() -> int | None:
+    """What the memory cgroups of this process still allow (limit minus usage, counting
+    inactive page cache as free), the tightest of its cgroups; None without a limit."""
+    best: int | None = None
+    for version, folder in _cgroup_dirs():
+        if version == "v2":
+            limit = _read_int(os.path.join(folder, "memory.max"))
+            usage = _read_int(os.path.join(folder, "memory.current"))
+            cache = _stat_value(os.path.join(folder, "memory.stat"), "inactive_file")
+        else:
+            limit = _read_int(os.path.join(folder, "memory.limit_in_bytes"))
+            usage = _read_int(os.path.join(folder, "memory.usage_in_bytes"))
+            cache = _stat_value(os.path.join(folder, "memory.stat"), "total_inactive_file")
+        if limit is None or usage is None or limit >= 2**62:  # v1 writes "no limit" as ~2^63
+            continue
+        free = max(0, limit - usage + cache)
+        best = free if best is None else min(best, free)
+    return best
+
+
+def physical_available_bytes() -> int | None:
+    """``MemAvailable`` of ``/proc/meminfo`` (memory the kernel can give without swapping)."""
+    kib = _stat_value("/proc/meminfo", "MemAvailable:") if os.path.exists("/proc/meminfo") else 0
+    if kib:
+        return kib * 1024
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def available_bytes() -> int | None:
+    """Memory this process can still allocate: the smaller of the cgroup allowance
+    (``/sys/fs/cgroup/memory.max`` minus usage, v1 or v2) and physical ``MemAvailable``;
+    None when neither can be read."""
+    found = [v for v in (cgroup_available_bytes(), physical_available_bytes()) if v is not None]
+    return min(found) if found else None
+
+
+def preflight(needed: int, available: int | None, what: str = "the run") -> None:
+    """Refuse work whose estimated peak does not fit (set ``WEAKCORR_NO_MEMORY_CHECK=1`` to
+    skip the check).
+
+    Raises:
+        InsufficientMemory: "needs ~X GiB, Y GiB available", before anything is allocated.
+    """
+    if available is None or os.environ.get(NO_CHECK_ENV, "") not in ("", "0"):
+        return
+    if needed > available:
+        raise InsufficientMemory(
+            f"{what} needs ~{needed / GIB:.3g} GiB, {available / GIB:.3g} GiB available "
+            f"(cgroup limit or physical memory); use a smaller width or batch, fewer seeds per "
+            f"batch (execution.seed_batch), or more memory ({NO_CHECK_ENV}=1 skips this check)"
+        )

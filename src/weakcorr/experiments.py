@@ -27,10 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import _vmap_train, data, models, train
+from . import _memory, _vmap_train, data, models, train
 from .config import SweepConfig
 
-__all__ = ["build_model", "check_data", "load_data", "run", "run_group"]
+__all__ = ["build_model", "check_data", "check_memory", "load_data", "run", "run_group"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 _DATA_CACHE: dict[tuple[Any, ...], Any] = {}
@@ -107,16 +107,66 @@ def run(run_cfg: Mapping[str, Any], *, device: str | None = None,
 
     Returns:
         The :meth:`weakcorr.train.RunResult.to_dict` record; errors other than divergence
-        give a record with status ``failed`` and the error (nothing is raised).
+        give a record with status ``failed`` and the error (nothing is raised), among them
+        a run whose estimated peak memory does not fit in what is free (:func:`check_memory`,
+        before the model is built): "needs ~X GiB, Y GiB available".
     """
     start = time.perf_counter()
     try:
         ds = load_data(run_cfg["data"], run_cfg["training"]["dtype"])
+        check_memory(run_cfg, ds, device=device)
         model = build_model(run_cfg, ds.X_train.shape[1], ds.Y_train.shape[1])
         result = train.paired_sgd(model, ds, progress=progress, **_train_kwargs(run_cfg, device))
     except Exception as err:  # noqa: BLE001 - recorded as a failed run
         return _failed(run_cfg, err, time.perf_counter() - start, device)
     return _record(result, run_cfg)
+
+
+def _available(device: str | None) -> int | None:
+    """Free memory where the run's tensors live: the GPU's for CUDA, else the process's
+    (cgroup limit or physical memory, :func:`weakcorr._memory.available_bytes`)."""
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    return _memory.available_bytes()
+
+
+def check_memory(run_cfg: Mapping[str, Any], ds: Any = None, *, device: str | None = None,
+                 seeds: int = 1) -> None:
+    """The memory pre-flight of a run (issue 18): refuse it before it allocates when its
+    estimated peak (:func:`weakcorr._memory.estimate_run_bytes`) exceeds the free memory.
+
+    Args:
+        run_cfg: a run config.
+        ds: its loaded dataset (for the input and output sizes), or None for the dataset's
+            known sizes.
+        device: where it trains.
+        seeds: seeds trained together.
+
+    Raises:
+        weakcorr._memory.InsufficientMemory: "needs ~X GiB, Y GiB available"; :func:`run`
+            records it as a failed run and the sweep goes on.
+    """
+    if run_cfg["model"].get("factory") is not None:
+        return  # the estimate counts an MLP's layers; a factory's model is known once built
+    if run_cfg["model"].get("factory") is not None:
+        return  # a model family of the user's: its memory is not known from the config
+    dims: tuple[int | None, int | None] = (None, None)
+    if ds is not None:
+        dims = (int(ds.X_train[0].numel()), int(ds.Y_train.shape[1]))
+    needed = _memory.estimate_run_bytes(run_cfg, *dims, seeds=seeds)
+    width = run_cfg["model"]["width"]
+    what = f"width {width}" + (f" with {seeds} seeds together" if seeds > 1 else "")
+    _memory.preflight(needed, _available(device), what)
+
+
+def _group_fits(configs: Sequence[Mapping[str, Any]], device: str | None) -> bool:
+    """Whether a seed batch fits in memory together (else its seeds run one by one)."""
+    try:
+        check_memory(configs[0], device=device, seeds=len(configs))
+    except _memory.InsufficientMemory:
+        return False
+    return True
 
 
 def _record(result: Any, run_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -136,12 +186,15 @@ def run_group(configs: Sequence[Mapping[str, Any]], *, device: str | None = None
 
     With more than one config, a model that :mod:`weakcorr._vmap_train` supports and no
     ``logging.probe_ntk``, the seeds are trained together (same results as :func:`run` on
-    each, to float tolerance); otherwise one after another.
+    each, to float tolerance); otherwise one after another. A seed batch whose estimated
+    memory does not fit runs one seed at a time, and each seed is checked alone
+    (:func:`check_memory`).
 
     Returns:
         One record per config, in order.
     """
-    if len(configs) > 1 and not configs[0]["logging"]["probe_ntk"]:
+    if (len(configs) > 1 and not configs[0]["logging"]["probe_ntk"]
+            and _group_fits(configs, device)):
         ds = load_data(configs[0]["data"], configs[0]["training"]["dtype"])
         mlps = [build_model(c, ds.X_train.shape[1], ds.Y_train.shape[1]) for c in configs]
         if _vmap_train.supports(mlps):
