@@ -11,7 +11,8 @@ input x are power series in t whose coefficients (``z(t) = Σ_k z^{(k)} t^k``) o
                 + [k = 1]\\,c_b^2\\,\\delta_l
 
 and ``a_l(t) = σ(z_l(t))`` by composition of power series with the exact derivatives
-``σ^{(m)}(z^{(0)})`` (nested jvps of the elementwise activation).  Then
+``σ^{(m)}(z^{(0)})`` (nested jvps of the elementwise activation, :func:`weakcorr._mlp.derivatives`).
+The models it takes are those :func:`weakcorr._mlp.recognise` accepts.  Then
 ``∇^k f_i(x)[g, ..., g] = k! · z_L^{(k)}[i]`` — the same numbers as the generic nested-jvp
 path, with O(width) instead of O(N) work per (input, output) pair beyond the shared GEMMs.
 Exact arithmetic on truncated power series; no finite differences.
@@ -24,17 +25,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
-from torch.func import jvp as _jvp
+from torch import Tensor
 
+from . import _mlp
 from ._correlations import Progress, chunks
 from ._memory import chunk_size_for
 from .functional import FunctionalModel, Params
-
-ELEMENTWISE = (
-    nn.Tanh, nn.Sigmoid, nn.GELU, nn.ReLU, nn.SiLU, nn.Softplus, nn.ELU, nn.LeakyReLU,
-    nn.Identity, nn.Hardtanh, nn.CELU, nn.SELU, nn.Mish, nn.Softsign, nn.Tanhshrink,
-)
 
 
 @dataclass(frozen=True)
@@ -55,84 +51,28 @@ Step = Affine | Elementwise
 
 def _unsupported(fm: FunctionalModel, why: str) -> ValueError:
     return ValueError(
-        f"`method='mlp'` needs a weakcorr.models.MLP or an nn.Sequential of nn.Linear layers "
-        f"and elementwise activations ({', '.join(c.__name__ for c in ELEMENTWISE)}); {why} in "
-        f"{type(fm.module).__name__}. Use method='generic'."
+        f"`method='mlp'` needs a weakcorr.models.MLP or an nn.Sequential (nested too) of linear "
+        f"layers and elementwise activations; {type(fm.module).__name__} is not one: {why}. "
+        "Use method='generic'."
     )
+
+
+def _step(op: _mlp.LinearOp | _mlp.ActOp | _mlp.ScaleOp) -> Step:
+    if isinstance(op, _mlp.LinearOp):
+        return Affine(op.weight, op.bias, op.weight_multiplier, op.bias_multiplier)
+    if isinstance(op, _mlp.ActOp):
+        return Elementwise(op.fn)
+    scale = op.scale
+    return Elementwise(lambda z: scale * z)
 
 
 def mlp_steps(fm: FunctionalModel) -> list[Step]:
-    """The module as affine and elementwise steps, or ValueError if it is not such an MLP."""
-    module = fm.module
-    if _is_weakcorr_mlp(module):
-        steps = _weakcorr_mlp_steps(module)
-    elif isinstance(module, nn.Sequential):
-        steps = []
-        for name, sub in module._modules.items():  # named_children() drops repeats
-            if type(sub) is nn.Linear:
-                bias = f"{name}.bias" if sub.bias is not None else None
-                steps.append(Affine(f"{name}.weight", bias))
-            elif isinstance(sub, ELEMENTWISE):
-                steps.append(Elementwise(sub))
-            else:
-                raise _unsupported(fm, f"found layer {name!r} of type {type(sub).__name__}")
-    else:
-        raise _unsupported(fm, "the module is neither an nn.Sequential nor a weakcorr.models.MLP")
-    affine_names = {s.weight for s in steps if isinstance(s, Affine)}
-    affine_names |= {s.bias for s in steps if isinstance(s, Affine) and s.bias is not None}
-    if affine_names != set(fm.params) or len(fm.buffers) > 0:
-        raise _unsupported(fm, "its trainable parameters or buffers are not only Linear layers'")
-    return steps
-
-
-def _is_weakcorr_mlp(module: nn.Module) -> bool:
-    """Duck-typed :class:`weakcorr.models.MLP` (this layer may not import models)."""
-    linears = getattr(module, "linears", None)
-    return (
-        isinstance(linears, nn.ModuleList)
-        and callable(getattr(module, "act", None))
-        and isinstance(getattr(module, "output_scale", None), float)
-        and all(
-            hasattr(lin, "weight_multiplier") and hasattr(lin, "bias_multiplier")
-            for lin in linears
-        )
-    )
-
-
-def _weakcorr_mlp_steps(module: nn.Module) -> list[Step]:
-    """``h = act(a_l W_l h + c_l b_l)`` per hidden layer, then ``output_scale · (a W h + c b)``."""
-    steps: list[Step] = []
-    n = len(module.linears)
-    for k, lin in enumerate(module.linears):
-        bias = f"linears.{k}.bias" if lin.bias is not None else None
-        steps.append(Affine(f"linears.{k}.weight", bias, float(lin.weight_multiplier),
-                            float(lin.bias_multiplier)))
-        if k < n - 1:
-            steps.append(Elementwise(module.act))
-    if module.output_scale != 1.0:
-        scale = module.output_scale
-        steps.append(Elementwise(lambda z: scale * z))
-    return steps
-
-
-def _activation_derivatives(fn: Callable[[Tensor], Tensor], z: Tensor, order: int) -> list[Tensor]:
-    """``[σ(z), σ'(z), ..., σ^{(order)}(z)]`` elementwise, by nested jvps with unit tangents."""
-    ones = torch.ones_like(z)
-
-    def h(u: Tensor) -> tuple[Tensor, ...]:
-        return (fn(u),)
-
-    for _ in range(order):
-        h = _extend(h, ones)
-    return list(h(z))
-
-
-def _extend(h, v: Tensor):
-    def hk(u: Tensor) -> tuple[Tensor, ...]:
-        primals, tangents = _jvp(h, (u,), (v,))
-        return (*primals, tangents[-1])
-
-    return hk
+    """The module as affine and elementwise steps (the chain of :func:`weakcorr._mlp.recognise`),
+    or ValueError saying why it is not such an MLP."""
+    chain = _mlp.recognise_fm(fm)
+    if isinstance(chain, str):
+        raise _unsupported(fm, chain)
+    return [_step(op) for op in chain]
 
 
 def _compose(derivs: list[Tensor], z: list[Tensor | None], order: int) -> list[Tensor | None]:
@@ -199,7 +139,7 @@ def diagonal_raw(
             a = z
             derivs.append(None)
         else:
-            ds = _activation_derivatives(s.fn, a, K)
+            ds = _mlp.derivatives(s.fn, a, K)
             derivs.append(ds)
             a = ds[0]
     out0 = a

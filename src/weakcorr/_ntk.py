@@ -18,7 +18,6 @@ second input through a forward-mode jvp at the first ("vp").
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from enum import StrEnum
@@ -29,6 +28,7 @@ from torch.func import jacrev, vmap
 from torch.func import jvp as _torch_jvp
 
 from ._memory import balanced_chunks, chunk_size_for
+from ._mlp import ActOp, Chain, LinearOp, ScaleOp, recognise_fm, slope_by_jvp
 from .functional import FunctionalModel
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "ScaleOp",
     "chain_forward",
     "chain_of",
+    "chain_or_reason",
     "contract",
     "jacobian_kernel",
     "structured_kernel",
@@ -55,142 +56,34 @@ class NtkImplementation(StrEnum):
     STRUCTURED = "structured"
 
 
-# --- the recognised layer chain -----------------------------------------------------------------
+# --- the recognised layer chain (one recogniser for every fast path: weakcorr._mlp) -----------
 
 
-@dataclasses.dataclass(frozen=True)
-class LinearOp:
-    """z = weight_multiplier · h @ Wᵀ + bias_multiplier · b (parameter names in the params dict)."""
-
-    weight: str
-    bias: str | None
-    weight_multiplier: float = 1.0
-    bias_multiplier: float = 1.0
-
-
-@dataclasses.dataclass(frozen=True)
-class ActOp:
-    """h = fn(z), elementwise."""
-
-    fn: Callable[[Tensor], Tensor]
-
-
-@dataclasses.dataclass(frozen=True)
-class ScaleOp:
-    """h = scale · z."""
-
-    scale: float
-
-
-Op = LinearOp | ActOp | ScaleOp
-Chain = tuple[Op, ...]
-
-# Modules known to act elementwise (so φ' is a diagonal Jacobian).
-_ELEMENTWISE: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.ELU, nn.SiLU, nn.Softplus, nn.LeakyReLU,
-    nn.Mish, nn.SELU, nn.CELU, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish, nn.Tanhshrink,
-    nn.Softsign, nn.LogSigmoid, nn.ReLU6,
-)
-
-
-def _linear_op(prefix: str, lin: nn.Module) -> LinearOp:
-    dot = f"{prefix}." if prefix else ""
-    has_bias = getattr(lin, "bias", None) is not None
-    return LinearOp(
-        weight=f"{dot}weight",
-        bias=f"{dot}bias" if has_bias else None,
-        weight_multiplier=float(getattr(lin, "weight_multiplier", 1.0)),
-        bias_multiplier=float(getattr(lin, "bias_multiplier", 1.0)),
-    )
-
-
-def _is_scaled_linear(m: nn.Module) -> bool:
-    return (
-        isinstance(getattr(m, "weight", None), Tensor)
-        and m.weight.ndim == 2
-        and hasattr(m, "weight_multiplier")
-        and hasattr(m, "bias_multiplier")
-        and not list(m.children())
-    )
-
-
-def _sequence_ops(prefix: str, module: nn.Module) -> list[Op] | None:
-    if isinstance(module, nn.Linear) or _is_scaled_linear(module):
-        return [_linear_op(prefix, module)]
-    if isinstance(module, nn.Identity):
-        return []
-    if isinstance(module, _ELEMENTWISE):
-        return [ActOp(module)]
-    if isinstance(module, nn.Sequential):
-        ops: list[Op] = []
-        # Not named_children(): it yields a module used twice (a shared activation, a tied
-        # Linear) once, and the chain would skip its second use.
-        for name, child in module._modules.items():
-            if child is None:
-                continue
-            sub = _sequence_ops(f"{prefix}.{name}" if prefix else name, child)
-            if sub is None:
-                return None
-            ops.extend(sub)
-        return ops
-    return None
-
-
-def _mlp_ops(module: nn.Module) -> list[Op] | None:
-    """``weakcorr.models.MLP``, recognised by its attribute names (see models' docstring)."""
-    linears = getattr(module, "linears", None)
-    if not (
-        isinstance(linears, nn.ModuleList)
-        and len(linears) > 0
-        and callable(getattr(module, "act", None))
-        and hasattr(module, "output_scale")
-        and all(_is_scaled_linear(lin) for lin in linears)
-    ):
-        return None
-    ops: list[Op] = []
-    for k, lin in enumerate(linears):
-        ops.append(_linear_op(f"linears.{k}", lin))
-        if k < len(linears) - 1:
-            ops.append(ActOp(module.act))
-    if float(module.output_scale) != 1.0:
-        ops.append(ScaleOp(float(module.output_scale)))
-    return ops
+def chain_or_reason(fm: FunctionalModel) -> Chain | str:
+    """The layer chain of ``fm`` (:func:`weakcorr._mlp.recognise_fm`), or why it has none."""
+    return recognise_fm(fm)
 
 
 def chain_of(fm: FunctionalModel) -> Chain | None:
     """The layer chain of ``fm.module`` if it is an MLP of affine layers and elementwise maps.
 
-    Recognised: ``weakcorr.models.MLP`` (by attribute names: ``linears``, ``act``,
-    ``output_scale``, and ``weight_multiplier``/``bias_multiplier`` on each layer), and
-    ``nn.Sequential`` (nested too) of ``nn.Linear``/scaled linear layers and elementwise
-    activation modules, or a single linear layer.  Every trainable parameter must be one of
-    the chain's weights or biases and the module must have no buffers.
+    Recognised (by :func:`weakcorr._mlp.recognise`, shared with the Taylor-mode correlations
+    and the training passes): ``weakcorr.models.MLP``, and ``nn.Sequential`` (nested too) of
+    ``nn.Linear``/scaled linear layers and elementwise activation modules, or a single linear
+    layer. Every trainable parameter must be one of the chain's weights or biases and the
+    module must have no buffers.
 
     Returns:
-        The chain, or ``None`` when the structure is not recognised.
+        The chain, or ``None`` when the structure is not recognised (:func:`chain_or_reason`
+        says why).
     """
-    module = fm.module
-    ops = _mlp_ops(module)
-    if ops is None:
-        ops = _sequence_ops("", module)
-    if not ops or fm.buffers:
-        return None
-    if not any(isinstance(op, LinearOp) for op in ops):
-        return None
-    names = set()
-    for op in ops:
-        if isinstance(op, LinearOp):
-            names.add(op.weight)
-            if op.bias is not None:
-                names.add(op.bias)
-    if names != set(fm.params):
-        return None
-    return tuple(ops)
+    chain = recognise_fm(fm)
+    return None if isinstance(chain, str) else chain
 
 
-def act_and_derivative(fn: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
-    """φ(z) and φ'(z) for an elementwise φ, exactly, by one forward-mode pass."""
-    return _torch_jvp(fn, (z,), (torch.ones_like(z),))
+# φ'(z) of the chain's activations by one jvp of the module's own φ, so that the structured
+# kernel agrees with autodiff of the module (the activation table's fallback).
+act_and_derivative = slope_by_jvp
 
 
 def chain_forward(

@@ -7,7 +7,8 @@ J(θ0)ᵀ r, a vjp at θ0 (never a backward pass through the jvp). Two implement
   autograd graph and J(θ0)Δ as a forward-mode tangent; the backward pass of f(θ0) with
   cotangent r gives J(θ0)ᵀ r;
 * fused, for ``weakcorr.models.MLP`` (:func:`_mlp_linear_pass`): the same primal, tangent and
-  pullback written out by hand, sharing φ and φ' between them.
+  pullback written out by hand, sharing φ and φ' between them; the structure and φ, φ' come
+  from :mod:`weakcorr._mlp` (:func:`fused_refusal` says when it does not apply).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 from torch import Tensor, nn
 
+from . import _mlp
 from ._files import json_safe as _json_safe
 from .functional import FunctionalModel
 from .ntk import empirical_ntk
@@ -104,78 +106,62 @@ def _primal_and_tangent(
     return primal, tangent.detach()
 
 
+def fused_refusal(model: nn.Module, params: Mapping[str, Tensor]) -> str | None:
+    """Why the hand-written MLP passes do not apply to ``model`` (None: they do).
+
+    The structure comes from the one recogniser, :func:`weakcorr._mlp.training_layers`, which
+    the structured NTK, the Taylor-mode correlations and :mod:`weakcorr._vmap_train` share.
+    """
+    spec = _mlp.training_layers(model)
+    if isinstance(spec, str):
+        return spec
+    names = {n for op in spec.linears for n in (op.weight, op.bias) if n is not None}
+    if names != set(params):
+        return "its parameters are not exactly the weights and biases of its linear layers"
+    return None
+
+
 def _is_plain_mlp(model: nn.Module, params: Mapping[str, Tensor]) -> bool:
-    """True for weakcorr.models.MLP-shaped modules (recognised by attribute names)."""
-    linears = getattr(model, "linears", None)
-    if linears is None or not callable(getattr(model, "act", None)):
-        return False
-    names = set()
-    for i, lin in enumerate(linears):
-        if not all(hasattr(lin, a) for a in ("weight", "bias", "weight_multiplier", "bias_multiplier")):
-            return False
-        names.add(f"linears.{i}.weight")
-        if lin.bias is not None:
-            names.add(f"linears.{i}.bias")
-    return names == set(params) and not any(True for _ in model.buffers())
+    """True for models the hand-written MLP passes take (:func:`fused_refusal` is None)."""
+    return fused_refusal(model, params) is None
 
 
-def _gelu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    # φ(z) = zΦ(z), φ'(z) = Φ(z) + zφ(z): ATen's fused kernels, one pass each; 5-7x faster on
-    # CPU than the same formulas as separate erf/exp/mul ops (the seed batches' hot loop). The
-    # incoming gradient of ones is a real tensor: broadcast from a scalar, gelu_backward took
-    # 1.6x as long ([8, 128, 256]: 0.20 ms against 0.12 ms).
-    return torch.nn.functional.gelu(z), torch.ops.aten.gelu_backward(torch.ones_like(z), z)
-
-
-def _sigmoid_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    s = torch.sigmoid(z)
-    return s, s * (1.0 - s)
-
-
-def _tanh_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    t = torch.tanh(z)
-    return t, 1.0 - t * t
-
-
-def _erf_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.erf(z), (2.0 / math.sqrt(math.pi)) * torch.exp(-z * z)
-
-
-def _relu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.relu(z), (z > 0).to(z.dtype)
-
-
-# φ and φ' in closed form for the named activations of weakcorr.models (tested against autodiff).
-_ACT_PAIRS = {"gelu": _gelu_pair, "sigmoid": _sigmoid_pair, "tanh": _tanh_pair,
-              "erf": _erf_pair, "relu": _relu_pair}
+def _spec(model: nn.Module | _mlp.Layered) -> _mlp.Layered:
+    if isinstance(model, _mlp.Layered):
+        return model
+    spec = _mlp.training_layers(model)
+    if isinstance(spec, str):
+        raise ValueError(f"`model` is not a weakcorr MLP for the hand-written passes: {spec}.")
+    return spec
 
 
 def _act_and_derivative(model: nn.Module, z: Tensor) -> tuple[Tensor, Tensor]:
-    pair = _ACT_PAIRS.get(getattr(model, "activation_name", ""))
-    if pair is not None:
-        return pair(z)
-    return torch.func.jvp(model.act, (z,), (torch.ones_like(z),))
+    """φ(z), φ'(z) of a weakcorr MLP's activation (the activation table's closed form, else jvp)."""
+    return _mlp.value_and_slope(model.act, getattr(model, "activation_name", None), z)
 
 
 Primal = tuple[Tensor, list[Tensor], list[Tensor]]  # f(θ0)(x), hidden h_l(θ0), φ'(z_l(θ0))
 
 
 @torch.no_grad()
-def _mlp_primal(model: nn.Module, theta0: Mapping[str, Tensor], x: Tensor) -> Primal:
+def _mlp_primal(model: nn.Module | _mlp.Layered, theta0: Mapping[str, Tensor], x: Tensor
+                ) -> Primal:
     """The forward pass at θ0 of an MLP, keeping what the tangent and the pullback need."""
-    linears = model.linears
+    spec = _spec(model)
+    linears = spec.linears
     hs, dphis = [], []
     h = x
     for i, lin in enumerate(linears):
-        z = h @ theta0[f"linears.{i}.weight"].T
+        z = h @ theta0[lin.weight].T
         if lin.weight_multiplier != 1.0:
             z = lin.weight_multiplier * z
         if lin.bias is not None:
-            z = z + lin.bias_multiplier * theta0[f"linears.{i}.bias"]
+            z = z + lin.bias_multiplier * theta0[lin.bias]
         if i == len(linears) - 1:
-            f0 = model.output_scale * z if model.output_scale != 1.0 else z
+            f0 = spec.scale * z if spec.scale != 1.0 else z
             return f0, hs, dphis
-        h, dphi = _act_and_derivative(model, z)
+        act = spec.acts[i]
+        h, dphi = _mlp.value_and_slope(act.fn, act.name, z)
         hs.append(h)
         dphis.append(dphi)
     raise AssertionError("unreachable: an MLP has an output layer")
@@ -183,45 +169,46 @@ def _mlp_primal(model: nn.Module, theta0: Mapping[str, Tensor], x: Tensor) -> Pr
 
 @torch.no_grad()
 def _mlp_linear_pass(
-    model: nn.Module, theta0: Mapping[str, Tensor], delta: Mapping[str, Tensor], x: Tensor,
-    primal: Primal | None = None,
+    model: nn.Module | _mlp.Layered, theta0: Mapping[str, Tensor], delta: Mapping[str, Tensor],
+    x: Tensor, primal: Primal | None = None,
 ) -> tuple[Tensor, Tensor, Callable[[Tensor], list[Tensor]]]:
     """f(θ0)(x), J(θ0)(x)Δ and the pullback r ↦ J(θ0)(x)ᵀr for an MLP, written out by hand.
 
     The same mathematics as :func:`_primal_and_tangent` plus a backward pass, without
     autograd bookkeeping: φ and φ' are computed once per layer (closed forms for the named
-    activations, else one jvp of the elementwise activation) and shared by the tangent and
-    the backward pass. ``primal`` (from :func:`_mlp_primal` on the same rows, e.g. cached
-    from an earlier epoch) skips the forward pass at θ0.
+    activations, else one jvp of the elementwise activation: :mod:`weakcorr._mlp`'s table) and
+    shared by the tangent and the backward pass. ``primal`` (from :func:`_mlp_primal` on the
+    same rows, e.g. cached from an earlier epoch) skips the forward pass at θ0.
     """
-    linears = model.linears
-    f0, hs, dphis = primal if primal is not None else _mlp_primal(model, theta0, x)
+    spec = _spec(model)
+    linears = spec.linears
+    f0, hs, dphis = primal if primal is not None else _mlp_primal(spec, theta0, x)
     inputs = [x, *hs]
     h_dot = None
     for i, lin in enumerate(linears):
-        h, dw = inputs[i], delta[f"linears.{i}.weight"]
+        h, dw = inputs[i], delta[lin.weight]
         z_dot = h @ dw.T
         if h_dot is not None:
-            z_dot = z_dot.addmm_(h_dot, theta0[f"linears.{i}.weight"].T)
+            z_dot = z_dot.addmm_(h_dot, theta0[lin.weight].T)
         if lin.weight_multiplier != 1.0:
             z_dot = lin.weight_multiplier * z_dot
         if lin.bias is not None:
-            z_dot = z_dot + lin.bias_multiplier * delta[f"linears.{i}.bias"]
+            z_dot = z_dot + lin.bias_multiplier * delta[lin.bias]
         if i < len(linears) - 1:
             h_dot = dphis[i] * z_dot
-    jd = model.output_scale * z_dot if model.output_scale != 1.0 else z_dot
+    jd = spec.scale * z_dot if spec.scale != 1.0 else z_dot
 
     def pullback(r: Tensor) -> list[Tensor]:
         grads: dict[str, Tensor] = {}
-        g = model.output_scale * r
+        g = spec.scale * r
         for i in range(len(linears) - 1, -1, -1):
             lin = linears[i]
             a, c = lin.weight_multiplier, lin.bias_multiplier
-            grads[f"linears.{i}.weight"] = a * (g.T @ inputs[i])
+            grads[lin.weight] = a * (g.T @ inputs[i])
             if lin.bias is not None:
-                grads[f"linears.{i}.bias"] = c * g.sum(0)
+                grads[lin.bias] = c * g.sum(0)
             if i > 0:
-                g = a * (g @ theta0[f"linears.{i}.weight"]) * dphis[i - 1]
+                g = a * (g @ theta0[lin.weight]) * dphis[i - 1]
         return [grads[k] for k in theta0]
 
     return f0, jd, pullback
@@ -239,15 +226,20 @@ class _PrimalCache:
     """
 
     def __init__(self, model: nn.Module, n: int, like: Tensor) -> None:
-        widths = [lin.weight.shape[0] for lin in model.linears]
+        widths = self._widths(model)
         kw = dict(dtype=like.dtype, device=like.device)
         self.f0 = torch.empty(n, widths[-1], **kw)
         self.hs = [torch.empty(n, w, **kw) for w in widths[:-1]]
         self.dphis = [torch.empty(n, w, **kw) for w in widths[:-1]]
 
     @staticmethod
+    def _widths(model: nn.Module) -> list[int]:
+        params = dict(model.named_parameters())
+        return [params[lin.weight].shape[0] for lin in _spec(model).linears]
+
+    @staticmethod
     def nbytes(model: nn.Module, n: int, itemsize: int) -> int:
-        widths = [lin.weight.shape[0] for lin in model.linears]
+        widths = _PrimalCache._widths(model)
         return n * itemsize * (widths[-1] + 2 * sum(widths[:-1]))
 
     def get(self, idx: Tensor) -> Primal:

@@ -42,29 +42,38 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__, _precision, _train, train
+from . import __version__, _mlp, _precision, _train, train
 from .functional import functional
 
 __all__ = ["paired_sgd_seeds", "supports"]
 
 
 def _signature(model: nn.Module) -> tuple[Any, ...] | None:
-    """Structure of an MLP-shaped model (None if it is not one)."""
+    """Structure of an MLP the hand-written passes take (None if they do not take it)."""
     params = dict(model.named_parameters())
-    if not train._is_plain_mlp(model, params):
+    spec = _mlp.training_layers(model)
+    if isinstance(spec, str) or _train.fused_refusal(model, params) is not None:
         return None
-    layers = tuple((lin.weight.shape, lin.bias is not None, lin.weight_multiplier,
-                    lin.bias_multiplier, lin.weight.dtype) for lin in model.linears)
-    return (layers, getattr(model, "activation_name", type(model).__name__),
-            float(getattr(model, "output_scale", 1.0)))
+    return spec.signature(params)
+
+
+def refusal(models: Sequence[nn.Module]) -> str | None:
+    """Why the models cannot be trained together here (None: they can)."""
+    if not models:
+        return "no models"
+    params = dict(models[0].named_parameters())
+    why = _train.fused_refusal(models[0], params)
+    if why is not None:
+        return why
+    first = _signature(models[0])
+    if any(_signature(m) != first for m in models[1:]):
+        return "the models differ in shapes, multipliers, dtypes or activations"
+    return None
 
 
 def supports(models: Sequence[nn.Module]) -> bool:
     """True if the models are MLP-shaped and share structure, activation and multipliers."""
-    if not models:
-        return False
-    sigs = [_signature(m) for m in models]
-    return sigs[0] is not None and all(s == sigs[0] for s in sigs)
+    return refusal(models) is None
 
 
 def _layer(h: Tensor, w: Tensor, b: Tensor | None, a: float, c: float) -> Tensor:
@@ -120,11 +129,9 @@ def _sgd_step_(w: Tensor, g: Tensor, h: Tensor, step: float) -> None:
 CACHE_BYTES = 1.5e9
 
 
-def _act_and_slope(act: Any, z: Tensor) -> tuple[Tensor, Tensor]:
-    """φ(z) and φ'(z): ``act`` is a closed form from ``_train._ACT_PAIRS``, else one jvp of φ."""
-    if act in _train._ACT_PAIRS.values():
-        return act(z)
-    return torch.func.jvp(act, (z,), (torch.ones_like(z),))
+def _act_and_slope(act: _mlp.ActOp, z: Tensor) -> tuple[Tensor, Tensor]:
+    """φ(z) and φ'(z): the activation table's closed form, else one jvp of φ."""
+    return _mlp.value_and_slope(act.fn, act.name, z)
 
 
 def _loss_and_grad(kind: train.Loss, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -163,24 +170,26 @@ class _PairedMLPs:
 
     def __init__(self, models: Sequence[nn.Module], x_train: Tensor, device: torch.device,
                  dtype: torch.dtype) -> None:
-        first = models[0]
-        lins = list(first.linears)
+        spec = _train._spec(models[0])
+        lins = spec.linears
+        self.names = [(lin.weight, lin.bias) for lin in lins]
         self.n_layers = len(lins)
         self.a = [lin.weight_multiplier for lin in lins]
         self.c = [lin.bias_multiplier for lin in lins]
         self.has_bias = [lin.bias is not None for lin in lins]
-        self.scale = float(first.output_scale)
-        name = getattr(first, "activation_name", None)
-        self.act = _train._ACT_PAIRS.get(name, first.act)  # φ and φ'
-        # φ alone, for outputs (no φ'); GELU as in its pair (ATen's kernel).
-        self.phi = torch.nn.functional.gelu if name == "gelu" else first.act
+        self.scale = spec.scale
+        self.acts = list(spec.acts)  # φ and φ' per hidden layer (the activation table)
+        # φ alone, for outputs (no φ'): the kernel of the closed form (GELU: ATen's).
+        self.phis = [_mlp.fast_value(act.fn, act.name) for act in spec.acts]
         with torch.no_grad():
-            def stack(get):
-                return torch.stack([get(m).detach() for m in models]).to(device, dtype)
+            params = [dict(m.named_parameters()) for m in models]
 
-            self.w0 = [stack(lambda m, i=i: m.linears[i].weight) for i in range(self.n_layers)]
-            self.b0 = [stack(lambda m, i=i: m.linears[i].bias).unsqueeze(1)
-                       if self.has_bias[i] else None for i in range(self.n_layers)]
+            def stack(name: str) -> Tensor:
+                return torch.stack([p[name].detach() for p in params]).to(device, dtype)
+
+            self.w0 = [stack(lin.weight) for lin in lins]
+            self.b0 = [stack(lin.bias).unsqueeze(1) if lin.bias is not None else None
+                       for lin in lins]
         k, n1 = self.w0[0].shape[0], self.w0[0].shape[1]
         self.n1 = n1
         # Input features that are zero on every training example get zero gradient: their
@@ -234,7 +243,7 @@ class _PairedMLPs:
             h = x[:, j:j + chunk]
             for i in range(self.n_layers - 1):
                 w = w_first if i == 0 else self.w0[i]
-                h, s = _act_and_slope(self.act, _layer(h, w, self.b0[i], self.a[i], self.c[i]))
+                h, s = _act_and_slope(self.acts[i], _layer(h, w, self.b0[i], self.a[i], self.c[i]))
                 hs[i].append(h)
                 sl[i].append(s)
             outs.append(_layer(h, self.w0[-1], self.b0[-1], self.a[-1], self.c[-1]))
@@ -277,7 +286,7 @@ class _PairedMLPs:
         for i in range(last):
             if i > 0:
                 z = _layer(h, self.w[i], self.b[i], self.a[i], self.c[i])
-            h, s = _act_and_slope(self.act, z)
+            h, s = _act_and_slope(self.acts[i], z)
             hs.append(h)
             slopes.append(s)
         out = _layer(h, self.w[last], self.b[last], self.a[last], self.c[last])
@@ -368,7 +377,7 @@ class _PairedMLPs:
                 hs0 = [xc, *h0s]
             h = xc
             for i in range(self.n_layers - 1):
-                h = self.phi(_layer(h, w1 if i == 0 else self.w[i], self.b[i], self.a[i],
+                h = self.phis[i](_layer(h, w1 if i == 0 else self.w[i], self.b[i], self.a[i],
                                     self.c[i]))
             out = _layer(h, self.w[-1], self.b[-1], self.a[-1], self.c[-1])
             z_dot = self._tangent(_layer(xc, dw1, self.db[0], self.a[0], self.c[0]),
@@ -388,13 +397,13 @@ class _PairedMLPs:
         w, dw = [w1, *self.w[1:]], [dw1, *self.dw[1:]]
         theta: dict[str, Tensor] = {}
         theta_lin: dict[str, Tensor] = {}
-        for i in range(self.n_layers):
-            theta[f"linears.{i}.weight"] = w[i][k].clone()
-            theta_lin[f"linears.{i}.weight"] = self.w0[i][k] + dw[i][k]
+        for i, (w_name, b_name) in enumerate(self.names):
+            theta[w_name] = w[i][k].clone()
+            theta_lin[w_name] = self.w0[i][k] + dw[i][k]
             b, b0, db = self.b[i], self.b0[i], self.db[i]
-            if b is not None and b0 is not None and db is not None:
-                theta[f"linears.{i}.bias"] = b[k, 0].clone()
-                theta_lin[f"linears.{i}.bias"] = b0[k, 0] + db[k, 0]
+            if b is not None and b0 is not None and db is not None and b_name is not None:
+                theta[b_name] = b[k, 0].clone()
+                theta_lin[b_name] = b0[k, 0] + db[k, 0]
         return {"theta": theta, "theta_lin": theta_lin}
 
     def sq_distances(self) -> tuple[list[float], list[float]]:

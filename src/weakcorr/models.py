@@ -23,6 +23,8 @@ from enum import StrEnum
 import torch
 from torch import Tensor, nn
 
+from ._mlp import PHI
+
 __all__ = ["MLP", "Activation", "Parameterization", "ScaledLinear", "mlp"]
 
 
@@ -44,18 +46,9 @@ class Parameterization(StrEnum):
     MUP = "mup"
 
 
-def _gelu(z: Tensor) -> Tensor:
-    # Exact (erf) form: z · Φ(z).
-    return 0.5 * z * (1.0 + torch.erf(z / math.sqrt(2.0)))
-
-
-_ACTIVATIONS: dict[Activation, Callable[[Tensor], Tensor]] = {
-    Activation.RELU: torch.relu,
-    Activation.GELU: _gelu,
-    Activation.ERF: torch.erf,
-    Activation.SIGMOID: torch.sigmoid,
-    Activation.TANH: torch.tanh,
-}
+# φ of each activation: the one activation table (weakcorr._mlp), which also holds the closed
+# forms of φ' the hand-written training passes use.
+_ACTIVATIONS: dict[Activation, Callable[[Tensor], Tensor]] = {a: PHI[a.value] for a in Activation}
 
 
 class ScaledLinear(nn.Module):
