@@ -100,7 +100,12 @@ ALPHA_TOL = 1e-8
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The MLP ``d_in → n → … → n → d_out`` (``depth`` hidden layers of width ``n``)."""
+    """The MLP ``d_in → n → … → n → d_out`` (``depth`` hidden layers of width ``n``), or a
+    family of your own: ``factory: "MODULE:FUNCTION"`` (or ``path/to/file.py:FUNCTION``),
+    ``make_model(width, seed, **kwargs) -> nn.Module`` (:mod:`weakcorr._factory`), with
+    ``kwargs``; ``source_sha256`` is the factory's source file hash, computed at load, so that
+    an edited factory is a new protocol (new run ids). The MLP fields do not apply to a factory.
+    """
 
     widths: tuple[int, ...]
     depth: int = 2
@@ -110,6 +115,10 @@ class ModelConfig:
     bias: bool = True
     sigma_w: float | None = None
     sigma_b: float | None = None
+    factory: str | None = None
+    # keyword arguments of the factory, as sorted (key, value) pairs
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    source_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,8 @@ class DataConfig:
     # Dataset options of ``data.load`` (the teacher's d_in, d_out, teacher_width, noise), as
     # sorted (key, value) pairs; left out of run configs (and so of run ids) when empty.
     options: tuple[tuple[str, Any], ...] = ()
+    # False keeps images as [N, C, H, W] (for CNN factories); left out of run configs when True.
+    flatten: bool = True
 
 
 @dataclass(frozen=True)
@@ -376,8 +387,43 @@ def _seeds(value: Any) -> tuple[int, ...]:
     return tuple(range(_int("seeds", value, minimum=1, maximum=MAX_SEEDS)))
 
 
+_FACTORY_FIELDS = ("factory", "kwargs", "source_sha256")
+
+
+def _factory_model(raw: Mapping[str, Any]) -> ModelConfig:
+    """``model: {factory: "MODULE:FUNCTION", kwargs: {...}, widths: [...]}``: the spec is parsed
+    and its source file hashed here (the module is located, not imported); the factory is
+    imported and its signature checked before the first run (``experiments.check_data``)."""
+    from . import _factory
+
+    mlp = [k for k in raw if k not in ("widths", *_FACTORY_FIELDS)]
+    if mlp:
+        raise ValueError(f"`model.{mlp[0]}` sets the built-in MLP, but `model.factory` gives the "
+                         f"family; remove {', '.join('model.' + k for k in mlp)} (options of your "
+                         "family go in model.kwargs)")
+    spec = raw["factory"]
+    _factory.parse_spec(spec, name="model.factory")
+    kwargs = _factory.check_kwargs(raw.get("kwargs") or {}, "model.kwargs")
+    sha = _factory.source_sha256(spec, name="model.factory")
+    given = raw.get("source_sha256")
+    if given is not None and given != sha:
+        raise ValueError(f"`model.source_sha256` is {str(given)[:12]!r}... but the source of "
+                         f"model.factory {spec!r} now hashes to {str(sha)[:12]!r}...: the factory "
+                         "was edited, which is a new protocol; remove model.source_sha256 and "
+                         "use a new --out")
+    return ModelConfig(
+        widths=_widths("model.widths", _required("model", raw, "widths", "[64, 128, 256]")),
+        factory=spec, kwargs=tuple(sorted(kwargs.items())), source_sha256=sha)
+
+
 def _model(raw: Any) -> ModelConfig:
     raw = _mapping("model", raw, _field_names(ModelConfig))
+    if raw.get("factory") is not None:
+        return _factory_model(raw)
+    extra = [k for k in _FACTORY_FIELDS if raw.get(k) is not None]
+    if extra:
+        raise ValueError(f"`model.{extra[0]}` needs `model.factory` (your model family, "
+                         "'MODULE:FUNCTION'); add model.factory or remove model." + extra[0])
     sigma_w = raw.get("sigma_w")
     sigma_b = raw.get("sigma_b")
     sigma = {"sigma_w": None if sigma_w is None else _float("model.sigma_w", sigma_w, positive=True),
@@ -431,6 +477,7 @@ def _data(raw: Any) -> DataConfig:
         seed=_int("data.seed", raw.get("seed", 0), minimum=0, maximum=MAX_SEED,
                   why="it seeds numpy's generator, as seeds seed torch's"),
         options=_data_options(raw.get("options"), raw.get("name", "mnist5k")),
+        flatten=_bool("data.flatten", raw.get("flatten", True)),
     )
     size = BUNDLED_SIZES.get(out.name)
     if size is not None and out.n_train + out.n_test > size:
@@ -589,6 +636,7 @@ def to_dict(cfg: SweepConfig) -> dict[str, Any]:
     """A plain, JSON/YAML-safe mapping that :func:`from_dict` turns back into ``cfg``."""
     out = dataclasses.asdict(cfg)
     out["data"] = _data_dict(cfg.data)
+    out["model"] = _model_dict(cfg.model)
     out["model"]["widths"] = list(cfg.model.widths)
     out["training"]["alphas"] = list(cfg.training.alphas)
     out["seeds"] = list(cfg.seeds)
@@ -750,12 +798,26 @@ def _data_dict(data_cfg: DataConfig) -> dict[str, Any]:
     options = out.pop("options")
     if options:
         out["options"] = dict(options)
+    if out["flatten"]:
+        del out["flatten"]
     return out
+
+
+def _model_dict(model_cfg: ModelConfig) -> dict[str, Any]:
+    """``model`` as a plain mapping: the MLP's fields, or a factory's (older run ids stay the
+    same: the factory fields are left out for the MLP)."""
+    out = dataclasses.asdict(model_cfg)
+    if model_cfg.factory is None:
+        for k in _FACTORY_FIELDS:
+            del out[k]
+        return out
+    return {"widths": out["widths"], "factory": model_cfg.factory,
+            "kwargs": dict(model_cfg.kwargs), "source_sha256": model_cfg.source_sha256}
 
 
 def run_config(cfg: SweepConfig, width: int, alpha: float, seed: int) -> dict[str, Any]:
     """The full, JSON-safe config of one run (what its id hashes)."""
-    model = dataclasses.asdict(cfg.model)
+    model = _model_dict(cfg.model)
     del model["widths"]
     training = dataclasses.asdict(cfg.training)
     del training["alphas"]

@@ -43,35 +43,68 @@ def load_data(data_cfg: Mapping[str, Any], dtype: str = "float32") -> Any:
         FileNotFoundError: if a dataset that lives in ``data_dir`` is not there.
     """
     options = dict(data_cfg.get("options") or {})
+    flatten = bool(data_cfg.get("flatten", True))  # False: images [N, C, H, W] (CNN factories)
     key = (data_cfg["name"], data_cfg["n_train"], data_cfg["n_test"], data_cfg.get("seed", 0),
-           data_cfg.get("data_dir"), dtype, tuple(sorted(options.items())))
+           data_cfg.get("data_dir"), dtype, tuple(sorted(options.items())), flatten)
     if key not in _DATA_CACHE:
         _DATA_CACHE.clear()  # one sweep uses one dataset; don't hoard memory
         _DATA_CACHE[key] = data.load(
             data_cfg["name"], n_train=data_cfg["n_train"], n_test=data_cfg["n_test"],
             seed=data_cfg.get("seed", 0), data_dir=data_cfg.get("data_dir"), dtype=_DTYPES[dtype],
-            **options,
+            flatten=flatten, **options,
         )
     return _DATA_CACHE[key]
 
 
 def check_data(cfg: SweepConfig) -> None:
-    """Load the sweep's dataset once, so that a missing dataset fails before any run.
+    """Load the sweep's dataset once, so that a missing dataset fails before any run; with
+    ``model.factory``, also import the factory, check its signature and run its member at the
+    smallest width on the data (:func:`weakcorr._factory.check_member`).
 
     Raises:
-        FileNotFoundError, ValueError: from :func:`weakcorr.data.load`.
+        FileNotFoundError, ValueError: from :func:`weakcorr.data.load`, or a factory that
+            cannot be imported, has the wrong signature, returns no nn.Module or cannot take
+            the data (naming ``model.factory``).
     """
     d = cfg.data
     if d.name in ("mnist", "fashion-mnist", "cifar10") and d.data_dir is None:
         raise ValueError(f"`data.data_dir` is required for dataset {d.name!r} (weakcorr never "
                          "downloads): add --set data.data_dir=/path/to/folder")
-    load_data({"name": d.name, "n_train": d.n_train, "n_test": d.n_test, "seed": d.seed,
-               "data_dir": d.data_dir, "options": dict(d.options)}, cfg.training.dtype)
+    ds = load_data({"name": d.name, "n_train": d.n_train, "n_test": d.n_test, "seed": d.seed,
+                    "data_dir": d.data_dir, "options": dict(d.options), "flatten": d.flatten},
+                   cfg.training.dtype)
+    if cfg.model.factory is not None:
+        from . import _factory
+
+        family = _factory.load(cfg.model.factory, dict(cfg.model.kwargs), name="model.factory",
+                               kwargs_name="model.kwargs")
+        _factory.check_member(family, min(cfg.model.widths), cfg.seeds[0], ds.X_train,
+                              name=f"`model.factory` {cfg.model.factory!r}")
 
 
 def build_model(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> nn.Module:
-    """The MLP ``d_in → width → … → width → d_out`` of a run config, seeded by its seed."""
+    """The MLP ``d_in → width → … → width → d_out`` of a run config, seeded by its seed; or,
+    with ``model.factory``, ``make_model(width, seed, **model.kwargs)`` in the run's dtype.
+
+    Raises:
+        ValueError: the factory's source no longer has the hash in the run config (it was
+            edited after the sweep started: the run would not be the run its id names).
+    """
     m = run_cfg["model"]
+    if m.get("factory") is not None:
+        from . import _factory
+
+        now = _factory.source_sha256(m["factory"], name="model.factory")
+        if now != m.get("source_sha256"):
+            raise ValueError(f"the source of `model.factory` {m['factory']!r} changed since the "
+                             "sweep was configured (sha256 "
+                             f"{str(m.get('source_sha256'))[:12]}... -> {str(now)[:12]}...); an "
+                             "edited factory is a new protocol: start a new sweep (new --out)")
+        family = _factory.load(m["factory"], m.get("kwargs") or {}, name="model.factory",
+                               kwargs_name="model.kwargs")
+        model = _factory.make(family, m["width"], run_cfg["seed"],
+                              name=f"`model.factory` {m['factory']!r}")
+        return model.to(_DTYPES[run_cfg["training"]["dtype"]])
     extra = {k: m[k] for k in ("sigma_w", "sigma_b") if m.get(k) is not None}
     return models.mlp(
         d_in, [m["width"]] * m["depth"], d_out, activation=m["activation"],

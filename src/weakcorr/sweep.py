@@ -8,7 +8,11 @@ task, wherever it executes, does *claim before run, atomic write after*
 :meth:`weakcorr.results.RunStore.write`), so a killed sweep loses at most the runs in flight.
 
 A task is one run, or, with ``execution.seed_batch = K > 1``, up to K seeds of one (width, α)
-trained together by the runner (same results as one after another).
+trained together by the runner (same results as one after another, to float tolerance). The
+batches are fixed by the grid (:func:`seed_batches`), not by what is left to do: a run is
+always trained with the same partners, so its result is bit-for-bit the same whether its
+batch ran whole, was split between two sweeps, or the run is redone alone (its partners are
+trained again and their records dropped); each record lists its batch (``seed_batch``).
 
 Executors: :class:`InProcessExecutor`, :class:`LocalPoolExecutor` (a spawn-context process
 pool that divides torch threads among its workers), :class:`SupervisedPoolExecutor` (the default
@@ -142,13 +146,20 @@ class LocalPoolExecutor:
 
 @dataclass(frozen=True)
 class RunTask:
-    """Runs that execute together: one run, or several seeds of one (width, α)."""
+    """Runs that execute together: one run, or several seeds of one (width, α).
+
+    ``batch``: every config the runner trains together, when that is more than the runs to
+    write (``run_ids``/``configs``): a seed batch is fixed by the grid (:func:`seed_batches`),
+    so a run keeps its batch partners when they are done already or claimed by another
+    sweep; their records are computed again and dropped. Empty: the runner trains ``configs``.
+    """
 
     store: RunStore
     run_ids: tuple[str, ...]
     configs: tuple[dict[str, Any], ...]
     runner: Runner
     device: str | None = None
+    batch: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -185,11 +196,14 @@ def execute_task(task: RunTask) -> list[RunOutcome]:
             outcomes.append(RunOutcome(rid, "claimed-elsewhere"))
     if not ids:
         return outcomes
+    trained = list(task.batch) or cfgs
     start = time.perf_counter()
     try:
-        records = task.runner(cfgs, device=task.device)
-        if len(records) != len(cfgs):
-            raise RuntimeError(f"runner returned {len(records)} records for {len(cfgs)} runs")
+        records = task.runner(trained, device=task.device)
+        if len(records) != len(trained):
+            raise RuntimeError(f"runner returned {len(records)} records for {len(trained)} runs")
+        if task.batch:  # keep the records of the runs this task writes
+            records = [records[trained.index(c)] for c in cfgs]
     except Exception as err:  # noqa: BLE001 - a failed run is recorded, not raised
         wall = time.perf_counter() - start
         msg = f"{type(err).__name__}: {err}"
@@ -205,6 +219,8 @@ def execute_task(task: RunTask) -> list[RunOutcome]:
         if "config" in rec and rec["config"] != cfg:
             rec["train_config"] = rec["config"]
         rec["config"] = cfg
+        if task.batch:
+            rec["seed_batch"] = [c.get("seed") for c in task.batch]
         task.store.write(rid, rec)
         outcomes.append(RunOutcome(rid, str(rec.get("status")), rec.get("wall_time_s"),
                                    rec.get("error")))
@@ -250,26 +266,38 @@ def _group_key(c: Mapping[str, Any]) -> str:
     return run_id({k: v for k, v in c.items() if k != "seed"})
 
 
-def _tasks(cfg: _config.SweepConfig, the_plan: SweepPlan, store: RunStore, runner: Runner,
-           device: str | None) -> list[RunTask]:
+def seed_batches(cfg: _config.SweepConfig, configs: Mapping[str, Mapping[str, Any]]
+                 ) -> list[tuple[str, ...]]:
+    """The seed batches of a grid: runs trained together, fixed by the grid alone.
+
+    With ``execution.seed_batch = K > 1``, the runs of one (width, α) up to
+    ``seed_batch_max_width``, in grid (seed) order, are cut into consecutive chunks of K; every
+    other run is a batch of its own. A run is always trained in its chunk, whatever else is
+    done or claimed, so its result does not depend on which runs were left to do (the vmapped
+    training of a seed batch and a run alone agree to float tolerance, not to the bit; and a
+    batch split between two sweeps changed results in the last bits).
+    """
     k = cfg.execution.seed_batch
     groups: dict[str, list[str]] = {}
-    order: list[str] = []
-    for rid in the_plan.todo:
-        c = the_plan.configs[rid]
+    for rid, c in configs.items():
         batched = k > 1 and c["model"]["width"] <= cfg.execution.seed_batch_max_width
-        key = _group_key(c) if batched else rid
-        if key not in groups:
-            groups[key] = []
-            order.append(key)
-        groups[key].append(rid)
+        groups.setdefault(_group_key(c) if batched else rid, []).append(rid)
+    step = max(k, 1)
+    return [tuple(rids[i:i + step]) for rids in groups.values()
+            for i in range(0, len(rids), step)]
+
+
+def _tasks(cfg: _config.SweepConfig, the_plan: SweepPlan, store: RunStore, runner: Runner,
+           device: str | None) -> list[RunTask]:
+    todo = set(the_plan.todo)
     tasks = []
-    for key in order:
-        rids = groups[key]
-        for i in range(0, len(rids), max(k, 1)):
-            chunk = tuple(rids[i:i + max(k, 1)])
-            tasks.append(RunTask(store, chunk, tuple(the_plan.configs[r] for r in chunk),
-                                 runner, device))
+    for chunk in seed_batches(cfg, the_plan.configs):
+        mine = tuple(r for r in chunk if r in todo)
+        if not mine:
+            continue
+        batch = tuple(the_plan.configs[r] for r in chunk) if len(chunk) > 1 else ()
+        tasks.append(RunTask(store, mine, tuple(the_plan.configs[r] for r in mine), runner,
+                             device, batch))
     return tasks
 
 
@@ -410,7 +438,7 @@ def run_sweep(
             try:
                 experiments.check_data(cfg)
             except (FileNotFoundError, ValueError) as err:
-                if str(err).startswith("`data."):  # already names its field
+                if str(err).startswith(("`data.", "`model.")):  # already names its field
                     raise
                 field = "data.data_dir" if cfg.data.data_dir else "data.name"
                 raise type(err)(f"`{field}` ({cfg.data.name!r}): {err}") from None
