@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from . import fits
+from . import fits as _fits
 from .results import RunStore
 
 __all__ = [
-    "A1_MESSAGE", "METRICS", "PAPER_SLOPES", "PROTOCOL_COLUMNS", "check_single_protocol",
-    "compare_with_paper", "config_protocol", "fit_power_law", "group_keys", "load_logs",
-    "load_table", "protocol_differences", "table_from_records",
+    "A1_MESSAGE", "METRICS", "PAPER_PROTOCOL", "PAPER_SLOPES", "PAPER_WIDTHS", "PROTOCOL_COLUMNS",
+    "check_single_protocol", "compare_with_paper", "config_protocol", "fit_power_law",
+    "group_keys", "load_logs", "load_table", "paper_protocol_differences", "protocol_differences",
+    "table_from_records",
 ]
 
 #: Final metrics of a run (``RunResult.metrics``), in table order.
@@ -45,6 +46,26 @@ METRICS = (
 
 #: Slopes s(α) of log MSE_test vs log n reported in the paper (Fig. 4, App. A.2).
 PAPER_SLOPES: dict[float, float] = {0.0: -1.14, -0.25: -1.14, -0.5: -1.3, -0.75: -1.73, -1.0: -2.72}
+
+#: The paper's App. A.2 protocol (preset ``paper-a2``), as table columns: a report compares its
+#: slopes with :data:`PAPER_SLOPES` only when its runs have every one of these values and the
+#: paper's widths (:data:`PAPER_WIDTHS`). Data is compared by dataset *and* size: the bundled
+#: MNIST-5k is MNIST's images, but 4,000/1,000 examples instead of 60,000/10,000, and the
+#: error's level and slope depend on the training set, so ``mnist5k`` differs in data.
+PAPER_PROTOCOL: dict[str, Any] = {
+    "depth": 2, "activation": "gelu", "parameterization": "standard", "dataset": "mnist",
+    "n_train": 60000, "n_test": 10000, "lr0": 0.1, "lr_factor": "1", "steps": 250,
+    "batch_size": 128, "full_batch": False, "loss": "mse", "output_scale": 1.0, "bias": True,
+}
+#: The paper's 14 widths (four per doubling, 2048–19484).
+PAPER_WIDTHS = (2048, 2435, 2896, 3444, 4096, 4871, 5793, 6889, 8192, 9741, 11585, 13777, 16384,
+                19484)
+# Which part of the protocol each column is, for the "differs in ..." line.
+_PROTOCOL_PART = {"depth": "model", "activation": "activation",
+                  "parameterization": "parameterization", "output_scale": "model",
+                  "bias": "model", "dataset": "data", "n_train": "data", "n_test": "data",
+                  "lr0": "lr0", "lr_factor": "lr0", "steps": "steps", "batch_size": "batch",
+                  "full_batch": "batch", "loss": "loss"}
 
 _ID_COLUMNS = ("run_id", "status", "width", "alpha", "lr", "seed", "depth", "activation",
                "parameterization", "steps", "batch_size", "dataset", "n_train", "n_test", "dtype")
@@ -457,17 +478,58 @@ def fit_power_law(
         row: dict[str, Any] = {by: key} if by else {}
         slope = intercept = r2 = lo = hi = math.nan
         if ok.sum() >= 2:
-            slope, intercept, r2 = fits.ols(lx, ly)
+            slope, intercept, r2 = _fits.ols(lx, ly)
         n_seeds = len(np.unique(seeds)) if ok.any() else 0
         if n_seeds >= 2 and math.isfinite(slope):
-            boots = fits.seed_bootstrap(lx, ly, seeds, n_boot, rng)
-            lo, hi = fits.bootstrap_interval(slope, boots, n_seeds, ci, method)
+            boots = _fits.seed_bootstrap(lx, ly, seeds, n_boot, rng)
+            lo, hi = _fits.bootstrap_interval(slope, boots, n_seeds, ci, method)
         row.update(slope=slope, intercept=intercept, ci_low=float(lo), ci_high=float(hi), r2=r2,
                    n_runs=int(ok.sum()), n_seeds=int(n_seeds),
                    n_widths=len(np.unique(xs[ok])), n_excluded=int((is_ok & ~ok).sum()))
         rows.append(row)
     out = pd.DataFrame(rows)
     return _sort_groups(out, by) if by else out
+
+
+def paper_protocol_differences(table: pd.DataFrame) -> dict[str, str]:
+    """How the runs of ``table`` differ from the paper's App. A.2 protocol.
+
+    Compares :data:`PAPER_PROTOCOL` (model, parameterization, activation, data, lr0, steps,
+    batch, loss) and the widths (:data:`PAPER_WIDTHS`) with the values of the runs (one
+    protocol: :func:`check_single_protocol`); a column the table lacks, or a missing value,
+    differs. The ``lr_factor`` ``"1"`` and a missing one are the same (no factor).
+
+    Returns:
+        ``{part: "what the runs have vs the paper's"}`` in the order model, parameterization,
+        activation, data, lr0, steps, batch, loss, widths; empty for the paper's protocol.
+    """
+    def one(col: str) -> Any:
+        if col not in table.columns:
+            return None
+        vals = [v for v in (_value_key(v) for v in table[col]) if v is not None]
+        return vals[0] if vals else None
+
+    diffs: dict[str, list[str]] = {}
+    for col, want in PAPER_PROTOCOL.items():
+        have = one(col)
+        if col == "lr_factor" and have is None:
+            have = "1"
+        if col == "full_batch" and have is None:
+            have = False
+        same = (have is not None and (math.isclose(float(have), float(want), rel_tol=1e-9)
+                                      if isinstance(want, float) and not isinstance(have, str)
+                                      else _value_key(have) == _value_key(want)))
+        if not same:
+            diffs.setdefault(_PROTOCOL_PART[col], []).append(
+                f"{col} {_show(have)} vs {_show(want)}")
+    widths = sorted({int(w) for w in table["width"].dropna()}) if "width" in table else []
+    if tuple(widths) != PAPER_WIDTHS:
+        shown = (f"{widths[0]}–{widths[-1]}, {len(widths)} widths" if widths else "none")
+        diffs["widths"] = [f"{shown} vs {PAPER_WIDTHS[0]}–{PAPER_WIDTHS[-1]}, "
+                           f"{len(PAPER_WIDTHS)} widths"]
+    order = ["model", "parameterization", "activation", "data", "lr0", "steps", "batch", "loss",
+             "widths"]
+    return {k: ", ".join(diffs[k]) for k in order if k in diffs}
 
 
 def _paper_slope(alpha: Any) -> tuple[float | None, float]:
@@ -480,6 +542,14 @@ def _paper_slope(alpha: Any) -> tuple[float | None, float]:
         if math.isfinite(a) and _close(a, pa):
             return pa, ps
     return None, math.nan
+
+
+def _paper_resolution(alpha: float) -> float:
+    """The distance a comparison with the paper's slope at ``alpha`` must resolve: to the
+    nearest other slope the paper reports (at another α), so that "consistent" says which of
+    the paper's behaviours the runs reproduce."""
+    own = PAPER_SLOPES[alpha]
+    return min(abs(own - v) for v in PAPER_SLOPES.values() if abs(own - v) > 1e-12)
 
 
 def compare_with_paper(fits: pd.DataFrame, by: str = "alpha") -> pd.DataFrame:
@@ -497,7 +567,11 @@ def compare_with_paper(fits: pd.DataFrame, by: str = "alpha") -> pd.DataFrame:
 
     Returns:
         Columns ``by``, ``slope, ci_low, ci_high, paper_slope, difference`` (slope − paper),
-        ``paper_in_ci`` (True/False, None when either side is missing), ``n_runs``, then the
+        ``paper_in_ci`` (True/False, None when either side is missing), ``verdict``
+        (:func:`weakcorr.fits.decide_equal`: "consistent" only when the CI holds the paper's
+        slope and is no wider than the distance to the nearest other slope of the paper,
+        "not consistent" when it excludes it, otherwise "inconclusive (CI too wide: ...)";
+        None without a paper slope or a CI), ``n_runs``, then the
         other fit columns present (``r2, n_seeds, n_widths, n_excluded``; NaN for paper-only
         rows).
     """
@@ -514,16 +588,20 @@ def compare_with_paper(fits: pd.DataFrame, by: str = "alpha") -> pd.DataFrame:
         slope, lo, hi = (float(r[c]) for c in ("slope", "ci_low", "ci_high"))
         inside = (bool(lo <= paper <= hi)
                   if all(math.isfinite(v) for v in (lo, hi, paper)) else None)
+        verdict = (_fits.decide_equal(slope, (lo, hi), target=paper,
+                                      scale=_paper_resolution(pa)).label()
+                   if pa is not None else None)
         rows.append({by: r[by], "slope": slope, "ci_low": lo, "ci_high": hi,
                      "paper_slope": paper, "difference": slope - paper, "paper_in_ci": inside,
-                     "n_runs": int(r["n_runs"]), **{c: r[c] for c in more}})
+                     "verdict": verdict, "n_runs": int(r["n_runs"]),
+                     **{c: r[c] for c in more}})
     if by == "alpha":
         for pa, paper in PAPER_SLOPES.items():
             if pa not in matched:
                 rows.append({by: pa, "slope": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                              "paper_slope": paper, "difference": math.nan, "paper_in_ci": None,
-                             "n_runs": 0, **{c: math.nan for c in more}})
+                             "verdict": None, "n_runs": 0, **{c: math.nan for c in more}})
     columns = [by, "slope", "ci_low", "ci_high", "paper_slope", "difference", "paper_in_ci",
-               "n_runs", *more]
+               "verdict", "n_runs", *more]
     out = pd.DataFrame(rows, columns=columns)
     return _sort_groups(out, by) if len(out) else out

@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["INCONCLUSIVE", "Decision", "LogLogFit", "bootstrap_interval", "decide", "fit_loglog", "loglog_slope",
-           "mean_interval", "ols", "residual_interval", "seed_bootstrap"]
+__all__ = ["INCONCLUSIVE", "Decision", "LogLogFit", "bootstrap_interval", "decide",
+           "decide_equal", "fit_loglog", "loglog_slope", "mean_interval", "ols",
+           "residual_interval", "seed_bootstrap"]
 
 #: The words of :class:`Decision`.
 INCONCLUSIVE = "inconclusive"
@@ -318,3 +319,26 @@ def decide(value: float, ci: tuple[float, float], *, bound: float, scale: float,
                     f"CI too wide: need more seeds/widths; {value:+.2f} [{_n(lo)}, {_n(hi)}] "
                     f"is {width:.2f} wide, more than the {scale:.2f} it must resolve around "
                     f"{_n(bound)}")
+
+
+def decide_equal(value: float, ci: tuple[float, float], *, target: float, scale: float
+                 ) -> Decision:
+    """Does the interval ``ci`` of ``value`` decide whether it equals ``target``?
+
+    **not consistent** when ``target`` lies outside ``ci``; **consistent** when inside and the
+    interval is at most ``scale`` wide (the distance the comparison must resolve, e.g. to the
+    nearest other value the target could be confused with); **inconclusive** when inside but
+    wider; **not assessed** without a finite interval or target.
+    """
+    lo, hi = (float(v) for v in ci)
+    if not all(math.isfinite(v) for v in (lo, hi, value, target)):
+        return Decision("not assessed", None, "no confidence interval")
+    if not lo <= target <= hi:
+        return Decision("not consistent", False, f"{_n(target)} outside [{_n(lo)}, {_n(hi)}]")
+    width = hi - lo
+    if width <= scale:
+        return Decision("consistent", True, f"{_n(target)} in [{_n(lo)}, {_n(hi)}]")
+    return Decision(INCONCLUSIVE, None,
+                    f"CI too wide: need more seeds/widths; {value:+.2f} [{_n(lo)}, {_n(hi)}] "
+                    f"is {width:.2f} wide, more than the {scale:.2f} it must resolve around "
+                    f"{_n(target)}")

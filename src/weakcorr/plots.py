@@ -26,7 +26,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from .analysis import fit_power_law, group_keys  # noqa: E402
 from ._files import atomic_open  # noqa: E402
 
-__all__ = ["plot_training_curves", "plot_width_scaling", "save_figure"]
+__all__ = ["ALPHA_COLORS", "alpha_color", "plot_training_curves", "plot_width_scaling",
+           "save_figure"]
 
 _LABELS = {
     "mse_test": r"MSE$_{\mathrm{test}}(f, f_{\mathrm{lin}})$ (Eq. 30)",
@@ -55,6 +56,22 @@ def save_figure(fig: Figure, save_to: str | os.PathLike[str], *, tight: bool = T
         with atomic_open(path, "wb") as fh:  # random temp name, never a planted symlink
             fig.savefig(fh, format=path.suffix[1:], dpi=dpi, bbox_inches=bbox)
     return paths
+
+
+#: Fixed colours of the paper's α (Fig. 4), the same in every figure of every sweep.
+ALPHA_COLORS: dict[float, str] = {0.0: "#440154", -0.25: "#3b528b", -0.5: "#21918c",
+                                  -0.75: "#5ec962", -1.0: "#e0a100"}
+
+
+def alpha_color(alpha: float) -> tuple[float, float, float, float] | str:
+    """The colour of ``alpha``: :data:`ALPHA_COLORS` for the paper's α (within 1e-8), else a
+    fixed function of the value (the ``plasma`` colormap over α ∈ [−2, 1]), so that an α has
+    one colour in every figure whatever other α a sweep has."""
+    for a, c in ALPHA_COLORS.items():
+        if abs(alpha - a) <= 1e-8:
+            return c
+    t = min(1.0, max(0.0, (1.0 - alpha) / 3.0)) if math.isfinite(alpha) else 0.5
+    return matplotlib.colormaps["plasma"](0.9 * t)
 
 
 def _alpha_label(a: float) -> str:
@@ -119,9 +136,10 @@ def plot_width_scaling(
     log y, the average that matches a least-squares fit in log space) a larger one, and the
     dashed line the power-law fit (:func:`weakcorr.analysis.fit_power_law`) with its slope and
     95 % CI in the legend, which sits outside the axes. Only runs with status ``ok`` and
-    positive finite ``y`` are drawn. Colours follow the order of all ``by`` values of the
-    table, so a group whose runs all diverged keeps its colour and gets a legend entry saying
-    so.
+    positive finite ``y`` are drawn. α has a fixed colour (:func:`alpha_color`), the same in
+    every sweep; other ``by`` columns are coloured in the order of their values. A group whose
+    runs all diverged keeps its colour and gets a legend entry saying so; with no drawable
+    run at all the axes are linear and say so.
 
     Args:
         df: the tidy run table.
@@ -149,7 +167,8 @@ def plot_width_scaling(
     cmap = matplotlib.colormaps["viridis"]
     handles, labels = [], []
     for i, key in enumerate(keys):
-        color = cmap(0.85 * i / max(1, len(keys) - 1))
+        color = (alpha_color(float(key)) if by == "alpha" and _is_number(key)  # type: ignore[arg-type]
+                 else cmap(0.85 * i / max(1, len(keys) - 1)))
         label = (_alpha_label(float(key)) if by == "alpha" and _is_number(key)  # type: ignore[arg-type]
                  else f"{by} = {key}")
         g = ok[ok["_key"].map(lambda k, key=key: _same_key(k, key))]
@@ -182,8 +201,9 @@ def plot_width_scaling(
                            markeredgewidth=0.5)
         handles.append(h)
         labels.append(label)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if not ok.empty:  # log axes need a positive value (a sweep whose runs all diverged has none)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
     ax.set_xlabel(_LABELS.get(x, x))
     ax.set_ylabel(_LABELS.get(y, y))
     widths = sorted(ok["_x"].unique())
@@ -202,9 +222,26 @@ def plot_width_scaling(
     if ok.empty:
         ax.text(0.5, 0.5, "no finished runs with positive values", ha="center",
                 transform=ax.transAxes)
+        ax.set_xticks([])
+        ax.set_yticks([])
     if save_to is not None:
         save_figure(fig, save_to)
     return fig
+
+
+#: What the training-curve lines are (the figure's legend title says it).
+GEOMETRIC_NOTE = "lines: geometric means over seeds (status ok);\ny axes shared across panels"
+
+
+def _geometric_means(g: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
+    """Per step, exp(mean log) over seeds of each column's positive finite values (NaN where a
+    step has none): losses and discrepancies spread over decades across seeds, where an
+    arithmetic mean follows the largest seed."""
+    if not cols:
+        return pd.DataFrame(index=pd.Index([], name="step"))
+    vals = g[list(cols)].apply(pd.to_numeric, errors="coerce").astype(float)
+    logs = np.log(vals.where(vals > 0))
+    return np.exp(logs.groupby(g["step"]).mean())
 
 
 def plot_training_curves(
@@ -217,8 +254,10 @@ def plot_training_curves(
 ) -> Figure:
     """Training curves: losses of f and f_lin and their discrepancy against step.
 
-    One panel per width (columns) and per α (rows); each line is the mean over the seeds of
-    runs with status ``ok``: the training losses of f (solid) and f_lin (dashed) on the left
+    One panel per width (columns) and per α (rows), all panels on the same y scales (left
+    and right); each line is the geometric mean over the seeds of runs with status ``ok``
+    (exp of the mean log at each step, as the legend says): the training losses of f (solid)
+    and f_lin (dashed) on the left
     (linear) axis, the mini-batch discrepancy mean_b ‖f − f_lin‖² (dotted) and, where logged
     (``logging.eval_every``), the test-set MSE(f, f_lin) of Eq. 30 (dash-dotted) on the right
     (log) one. Each curve uses the steps at which it was logged.
@@ -264,7 +303,10 @@ def plot_training_curves(
                                  f"widths with finished runs: {[int(v) for v in all_widths]}")
     rows, cols = max(1, len(alphas)), max(1, len(widths))
     fig = Figure(figsize=(3.3 * cols + 0.9, 2.3 * rows + 0.9), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False, sharex=True)
+    # One y scale per side for every panel, so that panels compare at a glance.
+    axes = fig.subplots(rows, cols, squeeze=False, sharex=True, sharey=True)
+    twins: list = []
+    right_range = (math.inf, -math.inf)
     styles = (("loss_f", "-", "tab:blue", "training loss of f (left)"),
               ("loss_lin", "--", "tab:orange", "training loss of f_lin (left)"),
               ("discrepancy", ":", "tab:red", "batch discrepancy mean ‖f − f_lin‖² (right)"),
@@ -274,10 +316,11 @@ def plot_training_curves(
         sel = ok[ok["alpha"].map(lambda k, a=a: _same_key(k, a))]
         for j, w in enumerate(widths):
             ax = axes[i, j]
-            twin = ax.twinx()
+            twin = ax.twinx()  # twins share their range below (sharey breaks twinx log axes)
+            twins.append(twin)
             g = sel[sel["width"] == w]
             cols_present = [c for c, *_ in styles if c in g.columns]
-            mean = g.groupby("step")[cols_present].mean()
+            mean = _geometric_means(g, cols_present)
             for col, ls, color, label in styles:
                 if col not in mean.columns:
                     continue
@@ -287,6 +330,9 @@ def plot_training_curves(
                     vals = vals[vals > 0]
                 if vals.empty:
                     continue
+                if right:
+                    right_range = (min(right_range[0], float(vals.min())),
+                                   max(right_range[1], float(vals.max())))
                 (h,) = (twin if right else ax).plot(
                     vals.index, vals.to_numpy(), ls, color=color, lw=1.4, label=label,
                     marker="o" if len(vals) < 3 else None, ms=3)  # one point: no line
@@ -300,7 +346,7 @@ def plot_training_curves(
             ax.ticklabel_format(axis="y", style="plain", useOffset=False)
             for axis in (ax, twin):
                 axis.tick_params(labelsize=7)
-            twin.tick_params(axis="y", colors="tab:red")
+            twin.tick_params(axis="y", colors="tab:red", labelright=j == cols - 1)
             ax.set_title(f"{_alpha_label(float(a))}, n = {w} ({g['seed'].nunique()} seeds)",  # type: ignore[arg-type]
                          fontsize=8)
             ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -310,11 +356,17 @@ def plot_training_curves(
                 ax.set_ylabel("training loss", fontsize=8)
             if j == cols - 1:
                 twin.set_ylabel("‖f − f_lin‖²", fontsize=8, color="tab:red")
+    if math.isfinite(right_range[0]):
+        lo, hi = right_range
+        pad = (hi / lo) ** 0.05 if hi > lo else 2.0
+        for twin in twins:
+            if twin.has_data():
+                twin.set_ylim(lo / pad, hi * pad)
     if handles:
         order = [lab for *_, lab in styles if lab in handles]
         fig.legend([handles[lab] for lab in order], order, loc="outside upper center",
                    ncols=min(cols, 2) if cols <= 2 else min(4, len(order)), fontsize=8,
-                   frameon=False)
+                   frameon=False, title=GEOMETRIC_NOTE, title_fontsize=8)
     else:
         axes[0, 0].text(0.5, 0.5, "no finished runs", ha="center", transform=axes[0, 0].transAxes)
     if save_to is not None:

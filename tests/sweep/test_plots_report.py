@@ -97,7 +97,11 @@ def test_report_files(written):
     assert md.startswith("# Sweep report: fake")
     assert ("48 runs present: 36 ok, 0 diverged, 12 failed; sweep.json lists 48 runs, "
             "all present.") in md
-    assert "-1.14" in md and "-2.72" in md
+    # Teacher data at widths 16-128: not the paper's protocol, so no paper column or verdict.
+    assert ("Not the paper's protocol: differs in data (dataset 'teacher' vs 'mnist', n_train "
+            "64 vs 60000, n_test 32 vs 10000); steps (steps 20 vs 250); batch (batch_size 16 vs "
+            "128); widths (16–128, 4 widths vs 2048–19484, 14 widths).") in md
+    assert "paper in CI" not in md
     assert "![mse_test vs width](figures/width_scaling.png)" in md
     assert "![training curves of f and f_lin](figures/training_curves.png)" in md
     assert md.count("| failed |") == 12 and "boom at seed 3" in md
@@ -116,7 +120,8 @@ def test_report_files(written):
     assert slopes[0.0] == pytest.approx(-1.0, abs=0.2)
     assert slopes[-1.0] == pytest.approx(-2.5, abs=0.2)
     assert len(summary["problems"]) == 12 and summary["config"]["name"] == "fake"
-    assert {r["alpha"] for r in summary["paper_comparison"]} == {0.0, -0.25, -0.5, -0.75, -1.0}
+    assert summary["paper_comparison"] == []
+    assert sorted(summary["paper_protocol_differences"]) == ["batch", "data", "steps", "widths"]
 
 
 @pytest.mark.parametrize("argv,fragment", [

@@ -48,9 +48,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"report: {rep.markdown}")
     print(f"summary: {rep.summary_json}")
     print(f"figure: {rep.width_scaling_png}")
+    differs = rep.summary.get("paper_protocol_differences") or {}
     print(f"{args.metric} ~ width^slope per alpha"
-          + (" (paper: Fig. 4, widths 2048-19484)" if args.metric == "mse_test" else "") + ":")
+          + (" (paper: Fig. 4, widths 2048-19484)" if rep.summary["paper_comparison"] else
+             f" (not the paper's protocol: differs in {', '.join(differs)}; not compared with "
+             "Fig. 4)" if differs else "") + ":")
     paper = {row["alpha"]: row["paper_slope"] for row in rep.summary["paper_comparison"]}
+    verdicts = {row["alpha"]: row.get("verdict") for row in rep.summary["paper_comparison"]}
     for row in rep.summary["fits"]:
         alpha = f"{row['alpha']:g}" if row["alpha"] is not None else "?"
         if row["slope"] is None:
@@ -62,6 +66,8 @@ def run(args: argparse.Namespace) -> int:
         ci = (f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None
               else " (no CI: 1 seed)" if row["n_seeds"] < 2 else " (no CI)")
         ref = paper.get(row["alpha"])
-        ref_s = f" (paper {ref})" if ref is not None else ""
+        verdict = verdicts.get(row["alpha"])
+        ref_s = (f" (paper {ref}: {verdict})" if ref is not None and verdict else
+                 f" (paper {ref})" if ref is not None else "")
         print(f"  alpha={alpha}: slope {row['slope']:.2f}{ci}{ref_s}")
     return 0
