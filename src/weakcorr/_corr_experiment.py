@@ -1,6 +1,7 @@
 """The correlation-vs-width experiment (paper Sec. 3.2, App. A.1, Figs. 1–3), as the CLI runs it.
 
-For every (width, seed): build an MLP at initialisation, compute the exact diagonal
+For every (width, seed): build an MLP (or a member of your family, ``model="MODULE:FUNCTION"``,
+:mod:`weakcorr._factory`) at initialisation, compute the exact diagonal
 C^{0,d}(x; x..x)_{i; i..i} (Eq. 11) for every input and output with
 :func:`weakcorr.correlations.diagonal`, and write one JSON record atomically
 (``corr_w{width}_s{seed}.json``: temp file + ``os.replace``).  Existing records with the
@@ -24,7 +25,7 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, _factory
 from . import correlations as C
 from . import data as _data
 from . import models as _models
@@ -71,6 +72,12 @@ class CorrelationSweep:
     method: str = "auto"
     max_memory_gb: float = 4.0
     data_dir: str | None = field(default=None, compare=False)
+    # A model family of your own instead of the MLP (depth, activation, parameterization then
+    # do not apply): "MODULE:FUNCTION" or "path/to/file.py:FUNCTION", with keyword arguments as
+    # sorted (key, value) pairs; flatten=False keeps images as [N, C, H, W].
+    model: str | None = None
+    model_kwargs: tuple[tuple[str, Any], ...] = ()
+    flatten: bool = True
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field by its `weakcorr correlations` flag."""
@@ -97,8 +104,17 @@ class CorrelationSweep:
             )
         if len(set(self.orders)) != len(self.orders):
             raise ValueError(f"`--orders` must not repeat an order, got {_args(self.orders)}.")
-        for name, allowed in (("activation", [a.value for a in _models.Activation]),
-                              ("parameterization", list(_PARAMETERIZATIONS)),
+        if self.model is not None:
+            _factory.parse_spec(self.model, name="--model")
+            _factory.check_kwargs(dict(self.model_kwargs), "--model-kwargs")
+        elif not self.flatten:
+            raise ValueError("`--no-flatten` needs `--model`: the built-in MLP takes flat "
+                             "inputs; add --model MODULE:FUNCTION (e.g. a CNN) or drop "
+                             "--no-flatten")
+        mlp = (() if self.model is not None else
+               (("activation", [a.value for a in _models.Activation]),
+                ("parameterization", list(_PARAMETERIZATIONS))))
+        for name, allowed in (*mlp,
                               ("dataset", [d.value for d in _data.DatasetName]),
                               ("dtype", list(_DTYPES)),
                               ("method", [m.value for m in C.DiagonalMethod])):
@@ -118,14 +134,25 @@ class CorrelationSweep:
         return [(int(w), s) for w in self.widths for s in seeds]
 
     def to_dict(self) -> dict[str, Any]:
+        """The settings; with ``model``, the family (spec, kwargs, source sha256) replaces the
+        MLP's fields, without it the family fields are left out (older records stay valid)."""
         out = asdict(self)
         out["widths"], out["orders"] = list(self.widths), list(self.orders)
+        for k in ("model", "model_kwargs", "flatten"):
+            del out[k]
+        if self.model is not None:
+            for k in ("depth", "activation", "parameterization"):
+                del out[k]
+            out.update(_factory.identity(self.model, dict(self.model_kwargs), name="--model"))
+            out["flatten"] = self.flatten
         return out
 
 
 def _flag(name: str) -> str:
     """The `weakcorr correlations` flag of a field."""
-    return {"widths": "--width"}.get(name, "--" + name.replace("_", "-"))
+    return {"widths": "--width", "factory": "--model", "kwargs": "--model-kwargs",
+            "source_sha256": "--model (its source file's sha256)",
+            "flatten": "--no-flatten"}.get(name, "--" + name.replace("_", "-"))
 
 
 def _args(values: tuple[Any, ...]) -> str:
@@ -244,7 +271,7 @@ def _load_inputs(config: CorrelationSweep) -> tuple[torch.Tensor, int]:
     try:
         ds = _data.load(
             config.dataset, n_train=config.n_inputs, n_test=1, seed=config.data_seed,
-            data_dir=config.data_dir,
+            data_dir=config.data_dir, flatten=config.flatten,
         )
     except (ValueError, FileNotFoundError) as err:
         msg = str(err)
@@ -262,7 +289,9 @@ def _load_inputs(config: CorrelationSweep) -> tuple[torch.Tensor, int]:
         msg = msg.replace("`data_dir`", "`--data-dir`").replace("data_dir=", "--data-dir ")
         raise type(err)(msg) from None
     X = torch.as_tensor(ds.X_train)
-    X = X.reshape(X.shape[0], -1).to(dtype=_DTYPES[config.dtype], device=config.device)
+    if config.flatten:
+        X = X.reshape(X.shape[0], -1)
+    X = X.to(dtype=_DTYPES[config.dtype], device=config.device)
     Y = torch.as_tensor(ds.Y_train)
     d_out = int(Y.shape[-1]) if Y.ndim == 2 else int(torch.as_tensor(ds.labels_train).max()) + 1
     return X, d_out
@@ -270,13 +299,23 @@ def _load_inputs(config: CorrelationSweep) -> tuple[torch.Tensor, int]:
 
 def _compute(
     config: CorrelationSweep, width: int, seed: int, X: torch.Tensor, d_out: int,
-    progress: Progress,
+    progress: Progress, family: _factory.Family | None = None,
 ) -> dict[str, Any]:
-    model = _models.mlp(
-        X.shape[1], [width] * config.depth, d_out, activation=config.activation,
-        parameterization=config.parameterization, seed=seed, dtype=_DTYPES[config.dtype],
-    ).to(config.device)
+    if family is not None:
+        model = _factory.make(family, width, seed, name=f"`--model` {config.model!r}").to(
+            dtype=_DTYPES[config.dtype], device=config.device)
+    else:
+        model = _models.mlp(
+            X.shape[1], [width] * config.depth, d_out, activation=config.activation,
+            parameterization=config.parameterization, seed=seed, dtype=_DTYPES[config.dtype],
+        ).to(config.device)
     fm = functional(model)
+    if family is not None:  # nested forward vs forward-over-reverse, where available
+        from . import functional as _functional
+
+        check = getattr(_functional, "check_derivatives", None)
+        if check is not None:
+            check(fm, X[:2])
     start = time.perf_counter()
     diag = C.diagonal(
         fm, X, orders=config.orders, lr=config.lr, method=config.method,
@@ -329,7 +368,17 @@ def run_sweep(
     if out_dir is not None:
         check_out_dir(config, out_dir)
     runs = config.runs()
+    family = None
+    if config.model is not None:  # imported and checked (signature, return, data) first
+        family = _factory.load(config.model, dict(config.model_kwargs))
     X, d_out = _load_inputs(config)
+    if family is not None:
+        probe = _factory.check_member(family, min(w for w, _ in runs), runs[0][1], X,
+                                      name=f"`--model` {config.model!r}")
+        with torch.no_grad():
+            fm0 = functional(probe.to(dtype=_DTYPES[config.dtype], device=config.device))
+            out = fm0(fm0.params, X[:1])
+        d_out = int(out.shape[-1]) if out.ndim >= 2 else 1
     records: list[dict[str, Any]] = []
     per_run = X.shape[0] * d_out
     total = per_run * len(runs)
@@ -340,7 +389,7 @@ def run_sweep(
         if record is None:
             record = _compute(
                 config, width, seed, X, d_out,
-                lambda n_done, _n, base=k * per_run: report(base + n_done, total),
+                lambda n_done, _n, base=k * per_run: report(base + n_done, total), family,
             )
             if path is not None:
                 write_json_atomic(path, record)

@@ -1,4 +1,4 @@
-"""``weakcorr correlations``: exact C^{0,d} diagonals of MLPs at initialisation vs width.
+"""``weakcorr correlations``: exact C^{0,d} diagonals of MLPs (or your family) at init vs width.
 
 Parses arguments and calls :mod:`weakcorr._corr_experiment`; nothing else.
 """
@@ -11,10 +11,19 @@ import sys
 from typing import Any
 
 EPILOG = """\
-example:
+examples:
   weakcorr correlations --width 64 128 256 --depth 2 --activation gelu \\
       --parameterization ntk --dataset mnist5k --n-inputs 160 --orders 2 3 \\
       --lr 1.0 --seeds 3 --out runs/corr
+
+  weakcorr correlations --width 4 8 16 --model my_models:cnn --model-kwargs channels=1 \\
+      --no-flatten --dataset digits --n-inputs 8
+
+--model MODULE:FUNCTION (importable from the current directory or PYTHONPATH) or
+path/to/file.py:FUNCTION is your family, make_model(width, seed) -> nn.Module or
+make_model(width) (seeded by weakcorr), called with --model-kwargs; it replaces --depth,
+--activation and --parameterization, and its records carry the factory's source sha256 (an
+edited factory is other settings). --no-flatten keeps images as [N, C, H, W].
 
 One JSON per (width, seed) is written atomically to --out (corr_w<width>_s<seed>.json);
 records with the same configuration are reused unless --no-resume.  A --out holding records
@@ -38,9 +47,19 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("--width", type=int, nargs="+", required=True, metavar="N",
                    help="hidden widths to sweep")
-    p.add_argument("--depth", type=int, default=2, help="number of hidden layers (default 2)")
-    p.add_argument("--activation", default="gelu", help="relu, gelu, erf, sigmoid, tanh")
-    p.add_argument("--parameterization", default="ntk", choices=["standard", "ntk", "mup"])
+    p.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                   help="your model family make_model(width, seed) (or path/to/file.py:FUNCTION);"
+                        " default: the built-in MLP")
+    p.add_argument("--model-kwargs", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="keyword arguments for --model (YAML values: 2, 0.5, true, [1, 2], text)")
+    p.add_argument("--no-flatten", action="store_true",
+                   help="keep images as [N, C, H, W] (for --model CNNs)")
+    p.add_argument("--depth", type=int, default=None,
+                   help="MLP: number of hidden layers (default 2)")
+    p.add_argument("--activation", default=None,
+                   help="MLP: relu, gelu (default), erf, sigmoid, tanh")
+    p.add_argument("--parameterization", default=None, choices=["standard", "ntk", "mup"],
+                   help="MLP: standard, ntk (default), mup")
     p.add_argument("--dataset", default="mnist5k", help="mnist5k, digits, teacher, mnist, ...")
     p.add_argument("--data-dir", default=None, help="folder of local datasets (MNIST, CIFAR-10)")
     p.add_argument("--n-inputs", type=int, default=160, help="inputs x (default 160)")
@@ -68,10 +87,23 @@ def add_parser(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import _corr_experiment as experiment
+    from .. import _factory
 
+    mlp_flags = [f"--{n}" for n in ("depth", "activation", "parameterization")
+                 if getattr(args, n) is not None]
+    if args.model is not None and mlp_flags:
+        raise ValueError(f"`{mlp_flags[0]}` sets the built-in MLP, but `--model` {args.model!r} "
+                         f"gives the family; drop {' '.join(mlp_flags)} (pass options of your "
+                         "family with --model-kwargs)")
+    if args.model is None and args.model_kwargs:
+        raise ValueError("`--model-kwargs` needs `--model` (they are passed to your factory); "
+                         "add --model MODULE:FUNCTION or drop --model-kwargs")
+    kwargs = _factory.parse_kwargs(args.model_kwargs)
     config = experiment.CorrelationSweep(
-        widths=tuple(args.width), depth=args.depth, activation=args.activation,
-        parameterization=args.parameterization, dataset=args.dataset, n_inputs=args.n_inputs,
+        widths=tuple(args.width), depth=2 if args.depth is None else args.depth,
+        activation=args.activation or "gelu", parameterization=args.parameterization or "ntk",
+        model=args.model, model_kwargs=tuple(sorted(kwargs.items())), flatten=not args.no_flatten,
+        dataset=args.dataset, n_inputs=args.n_inputs,
         orders=tuple(args.orders), lr=args.lr, seeds=args.seeds, seed_offset=args.seed_offset,
         data_seed=args.data_seed, dtype=args.dtype, device=args.device, method=args.method,
         max_memory_gb=args.max_memory_gb, data_dir=args.data_dir,
