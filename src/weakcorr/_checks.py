@@ -179,10 +179,8 @@ def check_derivatives(
     rel = gap / float(s2) if float(s2) > 0 else (0.0 if gap == 0 else math.inf)
     if gap <= _tolerance(dtype, rtol, s2, s1):
         return rel
-    name, a_m, b_m = _first_disagreeing_module(fm, p, x, v, gen, dtype, rtol)
-    if name:
-        where = f"model.{name} ({name_class(fm.module, name)})"
-    else:
+    where, a_m, b_m = _first_disagreeing_module(fm, p, x, v, gen, dtype, rtol)
+    if where is None:
         where = f"model ({type(fm.module).__name__}: in its own forward code)"
         a_m, b_m = float(a), float(b)
     raise ValueError(
@@ -195,47 +193,62 @@ def check_derivatives(
     )
 
 
-def name_class(module: nn.Module, path: str) -> str:
-    """The class name of the submodule at ``path``."""
-    return type(module.get_submodule(path)).__name__
+def _first_tensor(value: Any) -> Tensor | None:
+    if isinstance(value, Tensor):
+        return value if value.is_floating_point() else None
+    if isinstance(value, (tuple, list)):
+        return next((_first_tensor(v) for v in value if _first_tensor(v) is not None), None)
+    return None
+
+
+def _describe(module: nn.Module, name: str, kind: str) -> str:
+    """Where the error arises: the module itself (its output is the first to disagree) or, when
+    its input already disagrees, the forward code of its parent that computed that input."""
+    if kind == "output":
+        return f"model.{name} ({type(module.get_submodule(name)).__name__})"
+    parent = name.rsplit(".", 1)[0] if "." in name else ""
+    owner = module.get_submodule(parent)
+    label = f"model.{parent}" if parent else "model"
+    return f"{label} ({type(owner).__name__}: in its own forward code, before model.{name})"
 
 
 def _first_disagreeing_module(
     fm: Any, p: dict[str, Tensor], x: Tensor, v: dict[str, Tensor], gen: torch.Generator,
     dtype: torch.dtype, rtol: float | None,
-) -> tuple[str, float, float]:
-    """The first submodule (call order) whose output's second derivative disagrees."""
+) -> tuple[str | None, float, float]:
+    """Where the first disagreement arises, in the order submodules finish (children before
+    their parent): checks each submodule's input, then its output.  None: only in the root's
+    own code after its last submodule."""
     module: nn.Module = fm.module
     names = {id(m): n for n, m in module.named_modules() if n}
-    outs: list[tuple[str, Tensor]] = []
+    seen: list[tuple[str, str, Tensor]] = []
 
-    def hook(mod: nn.Module, _args: Any, out: Any) -> None:
-        t = out if isinstance(out, Tensor) else next(
-            (o for o in out if isinstance(o, Tensor)), None) if isinstance(out, (tuple, list)) \
-            else None
-        if t is not None and t.is_floating_point():
-            outs.append((names[id(mod)], t))
+    def hook(mod: nn.Module, args: Any, out: Any) -> None:
+        for kind, value in (("input", args), ("output", out)):
+            t = _first_tensor(value)
+            if t is not None:
+                seen.append((names[id(mod)], kind, t))
 
     handles = [m.register_forward_hook(hook) for n, m in module.named_modules() if n]
     try:
-        def all_outputs(q: dict[str, Tensor]) -> tuple[Tensor, ...]:
-            outs.clear()
+        def all_tensors(q: dict[str, Tensor]) -> tuple[Tensor, ...]:
+            seen.clear()
             fm(q, x)
-            return tuple(t for _, t in outs)
+            return tuple(t for _, _, t in seen)
 
-        _, d2s = _second_along(all_outputs, p, v)
-        order = [n for n, _ in outs]
-        rs = [_random_like(t, gen) for t in d2s]
-        for m, (name, d2, r) in enumerate(zip(order, d2s, rs)):
+        _, d2s = _second_along(all_tensors, p, v)
+        order = [(n, k) for n, k, _ in seen]
+        for m, ((name, kind), d2) in enumerate(zip(order, d2s)):
+            r = _random_like(d2, gen)
             a = (r * d2).sum()
-            b = _forward_over_reverse(lambda q: (r * all_outputs(q)[m]).sum(), p, v)
+            b = _forward_over_reverse(lambda q: (r * all_tensors(q)[m]).sum(), p, v)
             if float((a - b).abs()) > _tolerance(dtype, rtol, (r.abs() * d2.abs()).sum(),
                                                  torch.zeros(())):
-                return name, float(a), float(b)
+                return _describe(module, name, kind), float(a), float(b)
     finally:
         for h in handles:
             h.remove()
-    return "", math.nan, math.nan
+    return None, math.nan, math.nan
 
 
 def ensure_checked(fm: Any, params: Mapping[str, Tensor], x: Tensor) -> None:

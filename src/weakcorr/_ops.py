@@ -15,8 +15,10 @@ forward-mode derivative at all.
 in.  Inside it:
 
 * ``F.layer_norm``, ``F.group_norm``, ``F.rms_norm``, ``F.instance_norm`` and ``F.batch_norm``
-  with running statistics (eval mode) are computed from primitive ops (mean, subtraction,
-  multiplication, ``rsqrt``), whose derivatives of every order are exact;
+  with running statistics (eval mode), and their ``torch.*`` spellings, are computed from
+  primitive ops (mean, subtraction, multiplication, ``rsqrt``), whose derivatives of every
+  order are exact (``torch.ops.aten.*`` calls are not intercepted: the derivative self-check
+  catches those);
 * ``F.scaled_dot_product_attention`` is ``softmax(q kᵀ · scale + mask) v`` written out (the
   math backend's formula), and ``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)`` is active
   for any call that reaches the dispatcher directly;
@@ -213,6 +215,31 @@ def scaled_dot_product_attention(
     return torch.softmax(scores, dim=-1) @ value
 
 
+def _torch_layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5,
+                      cudnn_enable=True):  # noqa: ANN001, ANN202
+    return layer_norm(input, normalized_shape, weight, bias, eps)
+
+
+def _torch_group_norm(input, num_groups, weight=None, bias=None, eps=1e-5,
+                      cudnn_enabled=True):  # noqa: ANN001, ANN202
+    return group_norm(input, num_groups, weight, bias, eps)
+
+
+def _torch_rms_norm(input, normalized_shape, weight=None, eps=None):  # noqa: ANN001, ANN202
+    return rms_norm(input, normalized_shape, weight, eps)
+
+
+def _torch_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps,
+                      cudnn_enabled=True):  # noqa: ANN001, ANN202
+    return batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+
+
+def _torch_instance_norm(input, weight, bias, running_mean, running_var, use_input_stats,
+                         momentum, eps, cudnn_enabled=True):  # noqa: ANN001, ANN202
+    return instance_norm(input, running_mean, running_var, weight, bias, use_input_stats,
+                         momentum, eps)
+
+
 DECOMPOSED: dict[Callable[..., Tensor], Callable[..., Tensor]] = {
     F.layer_norm: layer_norm,
     F.group_norm: group_norm,
@@ -220,6 +247,11 @@ DECOMPOSED: dict[Callable[..., Tensor], Callable[..., Tensor]] = {
     F.batch_norm: batch_norm,
     F.instance_norm: instance_norm,
     F.scaled_dot_product_attention: scaled_dot_product_attention,
+    torch.layer_norm: _torch_layer_norm,
+    torch.group_norm: _torch_group_norm,
+    torch.rms_norm: _torch_rms_norm,
+    torch.batch_norm: _torch_batch_norm,
+    torch.instance_norm: _torch_instance_norm,
 }
 """PyTorch function → its exact decomposition (what :func:`exact_ops` swaps in)."""
 
