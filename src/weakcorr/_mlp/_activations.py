@@ -8,8 +8,8 @@ Every fast path takes its activation values from here:
 * :func:`slope_by_jvp` — φ(z), φ′(z) by one jvp of the module's own φ (the structured NTK,
   :mod:`weakcorr._ntk`, which must agree with autodiff of the module to the bit);
 * :func:`derivatives` — ``[φ, φ′, …, φ^(k)]`` by nested jvps (the Taylor-mode correlations,
-  :mod:`weakcorr._mlp_taylor`; no closed forms beyond φ′ exist in the table, so every order
-  above the first is by jvp);
+  :mod:`weakcorr._mlp_taylor`), or the closed forms of :data:`HIGHER` for the modules whose
+  ATen kernels have no second forward derivative (``nn.Hardsigmoid``);
 * :data:`PHI` — φ as :mod:`weakcorr.models` computes it (the network's own forward pass).
 
 All values are exact (closed forms or automatic differentiation); nothing here uses finite
@@ -29,6 +29,7 @@ from torch.func import jvp as _jvp
 __all__ = [
     "CLOSED_FORMS",
     "ELEMENTWISE",
+    "HIGHER",
     "PHI",
     "ClosedForm",
     "derivatives",
@@ -142,8 +143,28 @@ def fast_value(fn: Callable[[Tensor], Tensor], name: str | None) -> Callable[[Te
     return form.fast_phi if form is not None else fn
 
 
+def _hardsigmoid_derivatives(fn: Callable[[Tensor], Tensor], z: Tensor, order: int
+                             ) -> list[Tensor]:
+    # relu6(z + 3) / 6: slope 1/6 on (-3, 3) (where ATen's backward passes the gradient), 0
+    # elsewhere, no curvature. ATen's hardsigmoid_backward has no forward derivative, so nested
+    # jvps stop at the first order.
+    inside = (z > -3.0) & (z < 3.0)
+    slope = torch.where(inside, torch.full_like(z, 1.0 / 6.0), torch.zeros_like(z))
+    return [fn(z), slope, *(torch.zeros_like(z) for _ in range(order - 1))][: order + 1]
+
+
+# Derivatives of every order in closed form, for modules whose kernels nested jvps cannot take.
+HIGHER: dict[type[nn.Module], Callable[[Callable[[Tensor], Tensor], Tensor, int], list[Tensor]]] = {
+    nn.Hardsigmoid: _hardsigmoid_derivatives,
+}
+
+
 def derivatives(fn: Callable[[Tensor], Tensor], z: Tensor, order: int) -> list[Tensor]:
-    """``[φ(z), φ′(z), ..., φ^(order)(z)]`` elementwise, by nested jvps with unit tangents."""
+    """``[φ(z), φ′(z), ..., φ^(order)(z)]`` elementwise: the closed forms of :data:`HIGHER`
+    where the activation has them, else nested jvps with unit tangents."""
+    closed = HIGHER.get(type(fn))
+    if closed is not None:
+        return closed(fn, z, order)
     ones = torch.ones_like(z)
 
     def h(u: Tensor) -> tuple[Tensor, ...]:
