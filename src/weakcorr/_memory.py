@@ -19,8 +19,8 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = ["GIB", "InsufficientMemory", "available_bytes", "balanced_chunks",
-           "check_memory_budget", "chunk_size_for", "estimate_run_bytes", "peak_rss_bytes",
-           "preflight"]
+           "check_memory_budget", "chunk_size_for", "estimate_run_bytes", "mlp_param_count",
+           "peak_rss_bytes", "preflight"]
 
 GIB = 1024**3
 
@@ -167,6 +167,12 @@ _EVAL_CHUNK = 1024  # rows per chunk of the evaluation passes (_vmap_train.outpu
 _LOG_ENTRY_BYTES = 600  # one log entry: a dict of ~8 floats, in memory and in the record
 _FIXED_BYTES = 64 * 2**20  # allocator slack, the record, small tensors
 NO_CHECK_ENV = "WEAKCORR_NO_MEMORY_CHECK"
+# Where the kernel describes this process's cgroups (module constants, so tests can point
+# them at a fake tree).
+PROC_CGROUP = "/proc/self/cgroup"
+CGROUP_V2_ROOT = "/sys/fs/cgroup"
+CGROUP_V1_ROOT = "/sys/fs/cgroup/memory"
+PROC_MEMINFO = "/proc/meminfo"
 
 
 class InsufficientMemory(MemoryError):
@@ -228,9 +234,7 @@ def estimate_run_bytes(run_cfg: Mapping[str, Any], d_in: int | None = None,
         d_out = d_out if d_out is not None else int(options.get("d_out", dims[1]))
     s = _ITEMSIZE.get(t.get("dtype", "float32"), 8)
     k, width, depth = int(seeds), int(m["width"]), int(m["depth"])
-    bias = bool(m.get("bias", True))
-    sizes = [d_in, *([width] * depth), d_out]
-    params = sum(a * b + (b if bias else 0) for a, b in zip(sizes[:-1], sizes[1:]))
+    params = mlp_param_count(d_in, width, depth, d_out, bias=bool(m.get("bias", True)))
     hidden = width * depth
     n_train, n_test = int(d["n_train"]), int(d["n_test"])
     batch = n_train if t.get("full_batch") else int(t["batch_size"])
@@ -248,6 +252,17 @@ def estimate_run_bytes(run_cfg: Mapping[str, Any], d_in: int | None = None,
     return int(total + (entries + 1) * _LOG_ENTRY_BYTES + _FIXED_BYTES)
 
 
+def mlp_param_count(d_in: int, width: int, depth: int, d_out: int, *, bias: bool = True) -> int:
+    """Parameters of the MLP ``d_in → width (× depth) → d_out`` (weights, and biases if
+    ``bias``), as ``weakcorr.models.mlp`` builds it.
+
+    >>> mlp_param_count(784, 100, 2, 10)
+    89610
+    """
+    sizes = [d_in, *([width] * depth), d_out]
+    return sum(a * b + (b if bias else 0) for a, b in zip(sizes[:-1], sizes[1:]))
+
+
 def _read_int(path: str) -> int | None:
     try:
         with open(path, encoding="ascii") as fh:
@@ -260,10 +275,10 @@ def _read_int(path: str) -> int | None:
 def _stat_value(path: str, key: str) -> int:
     try:
         with open(path, encoding="ascii") as fh:
-            for line in fh:
-                name, _, value = line.partition(" ")
-                if name == key and value.strip().isdigit():
-                    return int(value)
+            for line in fh:  # "inactive_file 123" (memory.stat), "MemAvailable: 123 kB"
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == key and parts[1].isdigit():
+                    return int(parts[1])
     except (OSError, UnicodeDecodeError):
         pass
     return 0
@@ -274,18 +289,16 @@ def _cgroup_dirs() -> list[tuple[str, str]]:
     hierarchy's root as the fallback (a container sees its own cgroup there)."""
     out: list[tuple[str, str]] = []
     try:
-        with open("/proc/self/cgroup", encoding="utf-8") as fh:
+        with open(PROC_CGROUP, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
     except OSError:
         lines = []
     for line in lines:
         _, controllers, path = line.split(":", 2) if line.count(":") >= 2 else ("", "", "")
         if controllers == "":
-            root = "/sys/fs/cgroup"
-            version = "v2"
+            root, version = CGROUP_V2_ROOT, "v2"
         elif "memory" in controllers.split(","):
-            root = "/sys/fs/cgroup/memory"
-            version = "v1"
+            root, version = CGROUP_V1_ROOT, "v1"
         else:
             continue
         parts = [p for p in path.split("/") if p]
@@ -317,7 +330,7 @@ def cgroup_available_bytes() -> int | None:
 
 def physical_available_bytes() -> int | None:
     """``MemAvailable`` of ``/proc/meminfo`` (memory the kernel can give without swapping)."""
-    kib = _stat_value("/proc/meminfo", "MemAvailable:") if os.path.exists("/proc/meminfo") else 0
+    kib = _stat_value(PROC_MEMINFO, "MemAvailable:")
     if kib:
         return kib * 1024
     try:
