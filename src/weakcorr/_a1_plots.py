@@ -71,11 +71,18 @@ def _panel_title(act: Any, depth: Any) -> str:
     return f"{act}, {depth} hidden layer{'s' if depth != 1 else ''}"
 
 
-def _loglog_series(ax, g: pd.DataFrame, x: str, y: str, color: str, ls: str, label: str) -> bool:
-    """Seeds as dots, geometric mean per width as a line; False (nothing drawn) if no value > 0."""
+def _loglog_series(ax, g: pd.DataFrame, x: str, y: str, color: str, ls: str, label: str, *,
+                   normalise: bool = False) -> bool:
+    """Seeds as dots, geometric mean per width as a line; False (nothing drawn) if no value > 0.
+
+    ``normalise``: divide by the geometric mean at the smallest width drawn, so that series of
+    different scales start at 1 and their slopes compare on one axis."""
     g = _positive(g, y)
     if g.empty:
         return False
+    if normalise:
+        first = g[g[x] == g[x].min()][y]
+        g = g.assign(**{y: g[y] / float(np.exp(np.log(first).mean()))})
     ax.scatter(g[x].astype(float), g[y], s=9, color=color, alpha=0.35, linewidths=0)
     mean = g.groupby(x)[y].apply(lambda v: float(np.exp(np.log(v).mean())))
     ax.plot(mean.index.astype(float), mean.to_numpy(), ls, marker="o", ms=3.5, color=color,
@@ -109,10 +116,12 @@ def plot_correlations_vs_width(table: pd.DataFrame, *, order: str = "c2",
                                save_to: str | os.PathLike[str] | None = None) -> Figure:
     """Figs. 1 / 3: the correlation of ``order`` (``"c2"`` or ``"c3"``) against width.
 
-    One panel per depth (rows) × activation (columns), log-log. Solid, left axis: the exact
-    value (Eq. 11 diagonal, RMS over inputs and outputs as in Eq. 25), seeds as dots and the
-    geometric mean per width. Dashed, right axis: the paper's sampled estimator (Eq. 25), whose
-    scale differs by about N^d (it averages over sampled parameter pairs instead of summing).
+    One panel per depth (rows) × activation (columns), log-log, one axis: the exact value
+    (solid; Eq. 11 diagonal, RMS over inputs and outputs as in Eq. 25) and the paper's sampled
+    estimator (dashed; Eq. 25, whose scale differs by about N^d: it averages over sampled
+    parameter pairs instead of summing), each divided by its geometric mean at the smallest
+    width, so both start at 1 and a difference in width exponent is a difference in slope.
+    Seeds are dots, the line the geometric mean per width.
 
     Args:
         table: the A.1 run table.
@@ -128,17 +137,13 @@ def plot_correlations_vs_width(table: pd.DataFrame, *, order: str = "c2",
     widths = sorted(df["width"].dropna().astype(float).unique().tolist())
     for i, j, ax, depth, act, g in _panels(df, axes, depths, acts):
         drawn = _loglog_series(ax, g, "width", f"{order}_exact", "tab:blue", "-",
-                               "exact (Eq. 11)")
-        ax2 = ax.twinx()
-        if _loglog_series(ax2, g, "width", f"{order}_paper", "tab:orange", "--",
-                          "paper estimator (Eq. 25)"):
-            _log_y(ax2)
-        ax2.tick_params(which="both", labelsize=6, colors="tab:orange")
+                               "exact (Eq. 11)", normalise=True)
+        drawn |= _loglog_series(ax, g, "width", f"{order}_paper", "tab:orange", "--",
+                                "paper estimator (Eq. 25)", normalise=True)
         if not drawn:
             ax.text(0.5, 0.5, "≡ 0 at every width", ha="center", fontsize=8,
                     transform=ax.transAxes)
         _finish(ax, widths, log_y=drawn)
-        ax.tick_params(axis="y", which="both", colors="tab:blue")
         title = _panel_title(act, depth)
         if slopes and (depth, act) in slopes:
             title += f"\n{slopes[(depth, act)]}"
@@ -146,15 +151,15 @@ def plot_correlations_vs_width(table: pd.DataFrame, *, order: str = "c2",
         if i == len(depths) - 1:
             ax.set_xlabel("width $n$", fontsize=8)
         if j == 0:
-            ax.set_ylabel(f"exact {_ORDER_LABEL[order]}", fontsize=8, color="tab:blue")
-        if j == len(acts) - 1:
-            ax2.set_ylabel("paper estimator", fontsize=8, color="tab:orange")
+            ax.set_ylabel(f"{_ORDER_LABEL[order]} / its value at n = {min(widths):g}"
+                          if widths else _ORDER_LABEL[order], fontsize=8)
     handles = [matplotlib.lines.Line2D([], [], color="tab:blue", marker="o", ms=3.5,
-                                       label="exact, RMS over inputs and outputs (left axis)"),
+                                       label="exact, RMS over inputs and outputs"),
                matplotlib.lines.Line2D([], [], color="tab:orange", ls="--", marker="o", ms=3.5,
-                                       label="paper's sampled estimator, |D| = 60 per layer "
-                                             "(right axis)")]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+                                       label="paper's sampled estimator, |D| = 60 per layer")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize=8, frameon=False,
+               title="each divided by its geometric mean over seeds at the smallest width",
+               title_fontsize=7)
     fig.suptitle(f"{_ORDER_LABEL[order]} at initialisation vs width — {dataset}", fontsize=10)
     if save_to is not None:
         save_figure(fig, save_to)

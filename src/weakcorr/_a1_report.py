@@ -352,7 +352,9 @@ def fit_exponents(table: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> 
                         np.log(g["width"].astype(float).to_numpy()), np.log(g["y"].to_numpy()))
                     row.update(slope=s, ci_low=lo, ci_high=hi, ci_kind="residual")
             rows.append(row)
-    return pd.DataFrame(rows)
+    # With no ok or diverged run (all failed): no rows, but the columns the report reads.
+    return pd.DataFrame(rows, columns=[*_KEYS, "quantity", "slope", "ci_low", "ci_high",
+                                       "ci_kind", "n_widths", "n_seeds", "all_zero"])
 
 
 def _entry_orders(root: pathlib.Path, n_boot: int, seed: int) -> list[dict[str, Any]]:
@@ -475,6 +477,16 @@ def _slope_cell(r: Mapping[str, Any] | None) -> str:
     return f"{_f(r['slope'])}{ci}"
 
 
+def _panel_slopes(fits: pd.DataFrame, order: str) -> dict[tuple[int, Any], str]:
+    """Per (depth, activation): "exact n^a, est. n^b" for the figure's panel titles."""
+    out: dict[tuple[int, Any], list[str]] = {}
+    for col, name in ((f"{order}_exact", "exact"), (f"{order}_paper", "est.")):
+        for _, r in fits[fits["quantity"] == col].iterrows():
+            out.setdefault((int(r["depth"]), r["activation"]), []).append(
+                f"{name} {_slope_cell(r)}")
+    return {k: ", ".join(v) for k, v in out.items()}
+
+
 def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
                  seed: int = 0) -> dict[str, Any]:
     """Write ``report.md``, ``summary.json`` and ``figures/`` (PNG + PDF) into ``root``.
@@ -533,12 +545,10 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
                          + " | ".join(_slope_cell(q.get(c)) for c, _ in QUANTITIES) + " |")
         lines += ["", "CIs: seed bootstrap (t) with 2+ seeds, else the regression's residual "
                   "t interval (one seed; it ignores seed-to-seed variation).", ""]
-        slopes = {(int(r["depth"]), r["activation"]): f"exact {_f(r['slope'])}"
-                  for _, r in sub_fits[sub_fits["quantity"] == "c2_exact"].iterrows()}
         for order, fig_name in (("c2", "fig1"), ("c3", "fig3")):
+            slopes = _panel_slopes(sub_fits, order)
             base = root / _FIG_DIR / f"{fig_name}_{order}_{ds}"
-            _a1_plots.plot_correlations_vs_width(table, order=order, dataset=ds,
-                                                 slopes=slopes if order == "c2" else None,
+            _a1_plots.plot_correlations_vs_width(table, order=order, dataset=ds, slopes=slopes,
                                                  save_to=base)
             figures.append(f"{_FIG_DIR}/{base.name}.png")
         if "c_test" in table.columns:
