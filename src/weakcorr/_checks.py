@@ -145,7 +145,8 @@ def check_derivatives(
         max_rows: how many rows of ``x`` to use (>= 1).
 
     Returns:
-        The measured discrepancy relative to Σ|r|·|∂²f| (0 when both are 0).
+        The measured discrepancy relative to Σ|r|·|∂²f| (0 when both are 0; NaN when the
+        derivatives are not finite, which this check leaves to the callers' finiteness checks).
 
     Raises:
         ValueError: when the two routes disagree by more than the tolerance, naming the first
@@ -176,6 +177,8 @@ def check_derivatives(
     b = _forward_over_reverse(lambda q: (r * f(q)).sum(), p, v)
     s2, s1 = (r.abs() * d2.abs()).sum(), (r.abs() * d1.abs()).sum()
     gap = float((a - b).abs())
+    if not math.isfinite(gap):  # overflow or an undefined derivative: the callers' finiteness
+        return math.nan         # checks name the input (see correlations' check_finite)
     rel = gap / float(s2) if float(s2) > 0 else (0.0 if gap == 0 else math.inf)
     if gap <= _tolerance(dtype, rtol, s2, s1):
         return rel
@@ -230,12 +233,17 @@ def _first_disagreeing_module(
                 seen.append((names[id(mod)], kind, t))
 
     handles = [m.register_forward_hook(hook) for n, m in module.named_modules() if n]
+    if not handles:
+        return None, math.nan, math.nan
     try:
         def all_tensors(q: dict[str, Tensor]) -> tuple[Tensor, ...]:
             seen.clear()
             fm(q, x)
             return tuple(t for _, _, t in seen)
 
+        with torch.no_grad():
+            if not all_tensors(p):
+                return None, math.nan, math.nan
         _, d2s = _second_along(all_tensors, p, v)
         order = [(n, k) for n, k, _ in seen]
         for m, ((name, kind), d2) in enumerate(zip(order, d2s)):

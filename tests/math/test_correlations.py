@@ -426,7 +426,7 @@ class _Flat(nn.Module):
         self.lin = nn.Linear(3, 2).double()
 
     def forward(self, x):
-        return self.lin(x).sum(-1)  # 1-D output: not allowed
+        return self.lin(x)[:, None]  # 3-D output: not allowed ([B] outputs are d_y = 1)
 
 
 class _Sqrt(nn.Module):
@@ -483,7 +483,7 @@ def test_high_order_is_allowed_on_request(fm, X):
 
 def test_non_2d_output_is_rejected(X):
     fm = F.functional(_Flat())
-    with pytest.raises(ValueError, match=r"`fm` must map a batch .* to outputs \[B, d_y\].*shape \(1,\)"):
+    with pytest.raises(ValueError, match=r"`fm` must map a batch .* to outputs \[B, d_y\].*shape \(1, 1, 2\)"):
         C.diagonal(fm, X, d=2, lr=LR)
 
 
