@@ -129,3 +129,70 @@ def test_bad_input():
         params = dict(fm.params)
         del params["0.bias"]
         linearize(fm)(params, torch.zeros(1, 3, dtype=torch.float64))
+
+
+# --- linearize and taylor return FunctionalModels: the transforms compose ----------------------
+
+from weakcorr import correlations as C  # noqa: E402
+from weakcorr.functional import FunctionalModel  # noqa: E402
+from weakcorr.ntk import empirical_ntk  # noqa: E402
+
+COMPOSE_MODELS = {
+    "mlp-gelu": lambda: models.mlp(3, [5, 5], 2, activation="gelu", seed=1, dtype=torch.float64),
+    "sequential-tanh": tiny_tanh_mlp,
+    "linear-in-theta": lambda: LinearInTheta().double(),
+}
+
+
+@pytest.mark.parametrize("name", list(COMPOSE_MODELS))
+def test_ntk_of_the_linearization_is_the_ntk_at_theta0(name, gen):
+    """Θ of f_lin at θ0 = Θ of f (J_lin = J(θ0)); reference: fm's explicit-Jacobian kernel."""
+    torch.manual_seed(0)
+    fm = F.functional(COMPOSE_MODELS[name]())
+    x = torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    want = empirical_ntk(fm, x, implementation="jacobian")
+    lin = linearize(fm)
+    assert isinstance(lin, FunctionalModel) and isinstance(taylor(fm, 2), FunctionalModel)
+    for impl in ("auto", "jacobian", "vp"):
+        torch.testing.assert_close(empirical_ntk(lin, x, implementation=impl), want,
+                                   rtol=RTOL, atol=ATOL)
+    # away from θ0 the linearization's kernel stays Θ(θ0); the network's moves
+    moved = F.add(fm.params, F.random_unit(fm.params, generator=gen))
+    torch.testing.assert_close(empirical_ntk(lin, x, params=moved), want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("name", list(COMPOSE_MODELS))
+def test_higher_derivatives_of_an_expansion_vanish_exactly(name, gen):
+    torch.manual_seed(0)
+    fm = F.functional(COMPOSE_MODELS[name]())
+    x = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    assert torch.equal(C.diagonal(linearize(fm), x, d=2, lr=0.5), torch.zeros(3, 2, dtype=torch.float64))
+    second = taylor(fm, 2)
+    assert torch.equal(C.diagonal(second, x, d=3, lr=0.5), torch.zeros(3, 2, dtype=torch.float64))
+    # and the orders the expansion keeps equal the model's at θ0 (generic nested jvps)
+    torch.testing.assert_close(C.diagonal(second, x, d=2, lr=0.5),
+                               C.diagonal(fm, x, d=2, lr=0.5, method="generic"),
+                               rtol=RTOL, atol=ATOL)
+
+
+def test_expansions_refuse_the_structural_fast_paths():
+    """The structured NTK and Taylor mode read the module, whose forward pass is f, not f_lin."""
+    from weakcorr import _mlp
+
+    fm = F.functional(models.mlp(3, 4, 2, activation="tanh", seed=0, dtype=torch.float64))
+    lin = linearize(fm)
+    assert isinstance(_mlp.recognise(fm.module), tuple)
+    assert "evaluates something other than its module" in _mlp.recognise_fm(lin)
+    with pytest.raises(ValueError, match="`implementation`='structured' needs"):
+        empirical_ntk(lin, torch.zeros(2, 3, dtype=torch.float64), implementation="structured")
+    with pytest.raises(ValueError, match="`method='mlp'` needs .*evaluates something other"):
+        C.diagonal(lin, torch.zeros(2, 3, dtype=torch.float64), d=2, lr=0.5, method="mlp")
+
+
+def test_linearizing_twice_changes_nothing(gen):
+    fm = F.functional(tiny_tanh_mlp())
+    x = torch.randn(3, 3, generator=gen, dtype=torch.float64)
+    theta = F.add(fm.params, F.random_unit(fm.params, generator=gen))
+    torch.testing.assert_close(linearize(linearize(fm))(theta, x), linearize(fm)(theta, x),
+                               rtol=RTOL, atol=ATOL)
+    assert repr(linearize(fm)).startswith("TaylorModel(order=1, base=FunctionalModel(Sequential")
