@@ -5,8 +5,9 @@ failed runs kept, with their status). :func:`fit_power_law` fits, per group (α 
 
 .. math:: \\log y = s \\, \\log x + b
 
-by least squares on runs with status ``ok`` and finite positive ``y``, with a percentile
-bootstrap CI of the slope that resamples whole seeds (a seed's runs across widths stay together).
+by least squares on runs with status ``ok`` and finite positive ``y``, with a bootstrap CI of
+the slope that resamples whole seeds (a seed's runs across widths stay together): the one fit
+of :func:`weakcorr.fits.fit_loglog` that every report uses.
 :func:`compare_with_paper` lines the slopes up with the paper's Fig. 4.
 
 >>> import pandas as pd
@@ -472,20 +473,13 @@ def fit_power_law(
         xs = pd.to_numeric(grp[x], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         ys = pd.to_numeric(grp[y], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
         is_ok = (grp["status"] == "ok").to_numpy(dtype=bool, na_value=False)
-        ok = is_ok & np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
-        lx, ly = np.log(xs[ok]), np.log(ys[ok])
-        seeds = grp["seed"].to_numpy()[ok]
+        usable = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
+        f = _fits.fit_loglog(xs[is_ok], ys[is_ok], grp["seed"].to_numpy()[is_ok], n_boot=n_boot,
+                             level=ci, rng=rng, method=method)
         row: dict[str, Any] = {by: key} if by else {}
-        slope = intercept = r2 = lo = hi = math.nan
-        if ok.sum() >= 2:
-            slope, intercept, r2 = _fits.ols(lx, ly)
-        n_seeds = len(np.unique(seeds)) if ok.any() else 0
-        if n_seeds >= 2 and math.isfinite(slope):
-            boots = _fits.seed_bootstrap(lx, ly, seeds, n_boot, rng)
-            lo, hi = _fits.bootstrap_interval(slope, boots, n_seeds, ci, method)
-        row.update(slope=slope, intercept=intercept, ci_low=float(lo), ci_high=float(hi), r2=r2,
-                   n_runs=int(ok.sum()), n_seeds=int(n_seeds),
-                   n_widths=len(np.unique(xs[ok])), n_excluded=int((is_ok & ~ok).sum()))
+        row.update(slope=f.slope, intercept=f.intercept, ci_low=f.ci_low, ci_high=f.ci_high,
+                   r2=f.r2, n_runs=f.n_points, n_seeds=f.n_seeds, n_widths=f.n_x,
+                   n_excluded=int((is_ok & ~usable).sum()))
         rows.append(row)
     out = pd.DataFrame(rows)
     return _sort_groups(out, by) if by else out
