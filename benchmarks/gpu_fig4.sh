@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Fig. 4 runs of docs/fig4.md on one GPU, within a time budget (default 420 s): the
-# paper-widths-cpu preset (float32; float64 for alpha <= -0.75), the ablations (one epoch, teacher
+# paper-widths-cpu preset (float32; float64 for alpha <= -0.75), the ablations (widths 256-1024: one epoch, teacher
 # stream vs teacher reuse, the cpu preset's widths), then as many of the paper's 14 widths
 # (2048 ... 19484) as the budget allows. Every sweep is resumable: rerun to finish. The run records
 # go to RES (default results/) and, after each stage, into OUT/results.tar.gz.

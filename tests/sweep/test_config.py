@@ -390,14 +390,15 @@ def test_teacher_options_reach_the_data_and_stay_out_of_other_run_ids():
 
 def test_fig4_presets_share_the_protocol_and_differ_where_they_say():
     """paper-widths-cpu is the A.2 protocol at the paper's first five widths on MNIST-5k; each
-    ablation changes only what its name says (docs/fig4.md reads their slopes side by side)."""
+    ablation is the cpu preset at widths 256-1024 with 4 seeds, changed only where its name
+    says (docs/fig4.md reads their slopes side by side)."""
     base = config.load("paper-widths-cpu")
     assert base.model.widths == (2048, 2435, 2896, 3444, 4096)
     assert config.load("paper-widths-cpu", ["model.widths.stop=19484"]).model.widths \
         == (2048, 2435, 2896, 3444, 4096, 4871, 5793, 6889, 8192, 9742, 11585, 13777, 16384, 19484)
     assert (base.training.steps, base.training.batch_size, base.training.lr0) == (250, 128, 0.1)
     assert base.training.alphas == (0, -0.25, -0.5, -0.75, -1) and len(base.seeds) == 4
-    flat = config.to_dict(base)
+    flat = config.to_dict(config.load("cpu", ["model.widths.start=256", "seeds=4"]))
     changed = {
         "ablation-one-epoch": {("training", "steps"): 31},
         "ablation-teacher-stream": {("data", "name"): "teacher", ("data", "n_train"): 32000,
