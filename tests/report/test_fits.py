@@ -115,3 +115,24 @@ def test_decide_strict_zero_bound_is_inconclusive_when_straddling():
     # The loose end of an uncertain bound: beyond the strict bound but within the loose one.
     assert fits.decide(-0.9, (-0.95, -0.85), bound=-1.0, scale=1.0, loose_bound=-0.8).word == \
         "consistent"
+
+
+def test_fit_power_law_numbers_are_those_before_the_shared_fit():
+    """The A.2 slopes and CIs of a fixed fake sweep, to the bit, as computed before
+    weakcorr.fits (analysis._ols / _bootstrap_slopes, commit 5ff18b4)."""
+    from weakcorr import analysis, config
+
+    from ..sweep._fake import fake_record
+
+    cfg = config.load({"name": "fake", "model": {"widths": [16, 32, 64, 128]},
+                       "data": {"name": "teacher", "n_train": 64, "n_test": 32},
+                       "training": {"steps": 20, "batch_size": 16, "lr0": 0.1,
+                                    "alphas": [0, -0.5, -1]},
+                       "seeds": 3, "logging": {"every": 5}})
+    recs = [{**fake_record(c), "run_id": str(i), "config": c}
+            for i, c in enumerate(config.expand(cfg))]
+    f = analysis.fit_power_law(analysis.table_from_records(recs), n_boot=500)
+    got = [tuple(float(r[c]) for c in ("slope", "ci_low", "ci_high")) for _, r in f.iterrows()]
+    assert got == [(-1.0087211019504008, -1.2044682540898997, -0.812973949810902),
+                   (-1.4450759958472157, -1.557169049071088, -1.3329829426233433),
+                   (-2.5808595019275993, -2.788811732272556, -2.3729072715826427)]
