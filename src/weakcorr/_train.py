@@ -1,4 +1,4 @@
-"""Internals of :mod:`weakcorr.train`: losses, batch order, the linear model's passes, metrics.
+"""Internals of :mod:`weakcorr.train`: RunResult, losses, batch order, the linear model's passes, metrics.
 
 The linear model f_lin(θ0 + Δ) = f(θ0) + J(θ0)Δ (Eq. 27) is trained by its exact gradient
 J(θ0)ᵀ r, a vjp at θ0 (never a backward pass through the jvp). Two implementations:
@@ -13,10 +13,12 @@ J(θ0)ᵀ r, a vjp at θ0 (never a backward pass through the jvp). Two implement
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -28,6 +30,91 @@ from .functional import FunctionalModel
 from .ntk import empirical_ntk
 
 DIVERGENCE_FACTOR = 1e6
+
+SCHEMA_VERSION = 1
+
+
+class DatasetLike(Protocol):
+    X_train: Tensor
+    Y_train: Tensor
+    labels_train: Tensor
+    X_test: Tensor
+    Y_test: Tensor
+    labels_test: Tensor
+
+
+@dataclasses.dataclass
+class RunResult:
+    """One paired run: configuration, step-wise logs, final metrics, status.
+
+    ``metrics`` keys: ``mse_test``, ``mse_train`` (Eq. 30: mean over points of
+    ‖f − f_lin‖² over outputs), ``c_test``, ``c_train`` (Eq. 24 with d_y in place
+    of 10), ``loss_{f,lin}_{test,train}``, ``acc_{f,lin}_{test,train}``,
+    ``param_distance`` (‖θ − θ0‖) and ``param_distance_lin`` (‖Δ‖). Non-finite
+    values are stored as ``None``; with ``linearized=False`` the f_lin metrics are ``None``.
+
+    ``status``: ``"ok"``; ``"diverged"`` (``diverged_step`` is the step whose loss was
+    non-finite or 1e6 times its first value; logs stop there); ``"failed"`` is recorded by
+    callers that catch an exception (``error`` holds it), e.g. :mod:`weakcorr.experiments`.
+    ``versions``: ``{"weakcorr", "torch", "python"}``.
+
+    ``params`` (only with ``paired_sgd(..., return_params=True)``; never serialised): the
+    trained parameters, ``{"theta": θ, "theta_lin": θ0 + Δ}`` (``theta_lin`` is ``None`` with
+    ``linearized=False``), dicts name → detached tensor. ``fm(params["theta"], x)`` is the
+    trained network and ``weakcorr.linearize.linearize(fm)(params["theta_lin"], x)`` the
+    trained linearization, at any input ``x``.
+    """
+
+    config: dict[str, Any]
+    status: str = "ok"
+    diverged_step: int | None = None
+    error: str | None = None
+    logs: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    metrics: dict[str, float | None] = dataclasses.field(default_factory=dict)
+    seed: int = 0
+    wall_time_s: float = 0.0
+    versions: dict[str, str] = dataclasses.field(default_factory=dict)
+    device: str = "cpu"
+    dtype: str = "float32"
+    schema_version: int = SCHEMA_VERSION
+    params: dict[str, dict[str, Tensor] | None] | None = dataclasses.field(
+        default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-safe dict of every field but ``params`` (non-finite floats become ``None``)."""
+        d = dataclasses.asdict(dataclasses.replace(self, params=None))
+        del d["params"]
+        return _json_safe(d)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            ValueError: unknown or missing fields, or another ``schema_version``.
+        """
+        names = {f.name for f in dataclasses.fields(cls)} - {"params"}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown RunResult fields {unknown}; valid fields: {sorted(names)}.")
+        if "config" not in d:
+            raise ValueError("`d` has no 'config' field; pass a dict made by RunResult.to_dict().")
+        version = d.get("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION:
+            raise ValueError(
+                f"`schema_version` {version!r} is not supported; this weakcorr reads "
+                f"version {SCHEMA_VERSION}."
+            )
+        return cls(**dict(d))
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`to_dict` as a JSON string (``kwargs`` go to ``json.dumps``)."""
+        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
+
+    @classmethod
+    def from_json(cls, s: str) -> RunResult:
+        """Inverse of :meth:`to_json`."""
+        return cls.from_dict(json.loads(s))
 
 
 class Loss(StrEnum):

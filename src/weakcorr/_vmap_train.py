@@ -42,7 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from . import __version__, _mlp, _precision, _train, train
+from . import __version__, _mlp, _precision, _train
 from .functional import functional
 
 __all__ = ["paired_sgd_seeds", "supports"]
@@ -134,9 +134,9 @@ def _act_and_slope(act: _mlp.ActOp, z: Tensor) -> tuple[Tensor, Tensor]:
     return _mlp.value_and_slope(act.fn, act.name, z)
 
 
-def _loss_and_grad(kind: train.Loss, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+def _loss_and_grad(kind: _train.Loss, out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
     """Per-seed mean-reduced loss [K] and its gradient with respect to ``out`` [K, B, d]."""
-    if kind is train.Loss.MSE:
+    if kind is _train.Loss.MSE:
         diff = out - y
         return (diff**2).mean(dim=(1, 2)), diff * (2.0 / (out.shape[1] * out.shape[2]))
     logp = torch.log_softmax(out, dim=-1)
@@ -252,7 +252,7 @@ class _PairedMLPs:
                 f0 * self.scale if self.scale != 1.0 else f0)
 
     @torch.no_grad()
-    def forward(self, idx: Tensor, y_train: Tensor, kind: train.Loss
+    def forward(self, idx: Tensor, y_train: Tensor, kind: _train.Loss
                 ) -> tuple[Tensor, Tensor, Tensor, tuple[Any, ...]]:
         """Both models on batches ``idx`` [K, B] of the training set (targets ``y_train``):
         the losses of f and f_lin and the batch discrepancy mean_b ‖f − f_lin‖² (each [K]),
@@ -433,7 +433,7 @@ def _sq_norms(t: Tensor) -> Tensor:
 @_precision.trains_in_full_precision
 def paired_sgd_seeds(
     models: Sequence[nn.Module],
-    data: train.DatasetLike,
+    data: _train.DatasetLike,
     *,
     seeds: Sequence[int],
     lr: float,
@@ -448,7 +448,7 @@ def paired_sgd_seeds(
     dtype: torch.dtype | None = None,
     progress: Callable[[int, int], None] | None = None,
     return_params: bool = False,
-) -> list[train.RunResult]:
+) -> list[_train.RunResult]:
     """:func:`weakcorr.train.paired_sgd` for K same-shaped MLPs (one per seed), trained together.
 
     Args:
@@ -475,18 +475,18 @@ def paired_sgd_seeds(
     if probe_ntk:
         raise ValueError("`probe_ntk` is not supported when training seeds together; use "
                          "train.paired_sgd one seed at a time.")
-    allowed = [v.value for v in train.Loss]
+    allowed = [v.value for v in _train.Loss]
     if loss not in allowed:
         raise ValueError(f"`loss` must be one of {allowed}, got {loss!r}.")
-    kind = train.Loss(loss)
-    train._check_positive("lr", lr)
-    train._check_positive("steps", steps, integer=True)
-    train._check_positive("log_every", log_every, integer=True)
+    kind = _train.Loss(loss)
+    _train._check_positive("lr", lr)
+    _train._check_positive("steps", steps, integer=True)
+    _train._check_positive("log_every", log_every, integer=True)
     if eval_every is not None:
-        train._check_positive("eval_every", eval_every, integer=True)
+        _train._check_positive("eval_every", eval_every, integer=True)
     n_train = len(data.X_train)
     if not full_batch:
-        train._check_positive("batch_size", batch_size, integer=True)
+        _train._check_positive("batch_size", batch_size, integer=True)
         if batch_size > n_train:
             raise ValueError(f"`batch_size` ({batch_size}) is larger than the training set "
                              f"({n_train}).")
@@ -498,7 +498,7 @@ def paired_sgd_seeds(
     x_te, y_te = data.X_test.to(device, dtype), data.Y_test.to(device, dtype)
     nets = _PairedMLPs(models, x_tr, device, dtype)
     bs = n_train if full_batch else batch_size
-    orders = torch.stack([torch.stack(train._batch_order(n_train, bs, steps, s, "cpu"))
+    orders = torch.stack([torch.stack(_train._batch_order(n_train, bs, steps, s, "cpu"))
                           for s in seeds]).to(device)  # [K, steps, B]
     results = []
     for m, s in zip(models, seeds, strict=True):
@@ -507,7 +507,7 @@ def paired_sgd_seeds(
                   "probe_ntk": False, "full_batch": full_batch, "eval_every": eval_every,
                   "n_params": fm.n_params, "model": repr(m), "n_train": n_train,
                   "n_test": len(x_te), "seed_batch": k_seeds, "implementation": "mlp"}
-        results.append(train.RunResult(
+        results.append(_train.RunResult(
             config=config, seed=s, device=str(device), dtype=str(dtype).removeprefix("torch."),
             versions={"weakcorr": __version__, "torch": torch.__version__,
                       "python": platform.python_version()}))
@@ -529,11 +529,11 @@ def paired_sgd_seeds(
                                      "loss_lin": values[1][k], "discrepancy": values[2][k]}
             if first[k] is None:
                 first[k] = max(entry["loss_f"], entry["loss_lin"])
-            if train._diverged(entry, first[k]):
+            if _train._diverged(entry, first[k]):
                 # As in paired_sgd: the run stops before this step's update.
                 alive[k] = False
                 results[k].status, results[k].diverged_step = "diverged", step
-                results[k].logs.append(train._json_safe(entry))
+                results[k].logs.append(_train._json_safe(entry))
                 frozen[k] = nets.snapshot(k)
             elif logging:
                 results[k].logs.append(entry)
@@ -567,7 +567,7 @@ def paired_sgd_seeds(
                "train": (*nets.outputs(x_tr, training_set=True), y_tr, data.labels_train)}
     d_f, d_lin = nets.sq_distances()
     for k in range(k_seeds):
-        results[k].logs = [train._json_safe(e) for e in results[k].logs]
+        results[k].logs = [_train._json_safe(e) for e in results[k].logs]
         results[k].metrics = _metrics(kind, outputs, k, d_f[k], d_lin[k])
         if return_params:
             results[k].params = nets.params(k)
@@ -577,7 +577,7 @@ def paired_sgd_seeds(
     return results
 
 
-def _metrics(kind: train.Loss, outputs: Mapping[str, tuple[Tensor, Tensor, Tensor, Tensor]],
+def _metrics(kind: _train.Loss, outputs: Mapping[str, tuple[Tensor, Tensor, Tensor, Tensor]],
              k: int, sq_distance: float, sq_distance_lin: float) -> dict[str, float | None]:
     """Seed ``k``'s final metrics, defined as in ``train.paired_sgd`` (its test compares them)."""
     metrics: dict[str, float | None] = {"param_distance": math.sqrt(sq_distance)}
@@ -589,12 +589,12 @@ def _metrics(kind: train.Loss, outputs: Mapping[str, tuple[Tensor, Tensor, Tenso
         labels = labels.to(f.device)
         diff2 = ((f - lin) ** 2).sum().item()
         metrics.update({
-            f"loss_f_{split}": train._loss_value(kind, f, y).item(),
+            f"loss_f_{split}": _train._loss_value(kind, f, y).item(),
             f"acc_f_{split}": (f.argmax(-1) == labels).double().mean().item(),
             f"mse_{split}": diff2 / len(f),  # Eq. 30
             f"c_{split}": math.sqrt(diff2) / (f.shape[1] * len(f)),  # Eq. 24
-            f"loss_lin_{split}": train._loss_value(kind, lin, y).item(),
+            f"loss_lin_{split}": _train._loss_value(kind, lin, y).item(),
             f"acc_lin_{split}": (lin.argmax(-1) == labels).double().mean().item(),
         })
     metrics["param_distance_lin"] = math.sqrt(sq_distance_lin)
-    return train._json_safe(metrics)
+    return _train._json_safe(metrics)
