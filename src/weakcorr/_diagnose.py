@@ -146,8 +146,8 @@ class DiagnoseResult:
 
     def problem_runs(self) -> list[str]:
         """One line per (width, seed) that did not train to the end, named by its status
-        (``diverged``: the loss or f − f_lin became non-finite; these are left out of every
-        fit)."""
+        (``diverged``: the loss or f − f_lin became non-finite; left out of the error and
+        deviation fits, while its correlations at initialisation are kept)."""
         return [f"n = {m.width}, seed {m.seed}: {m.status} (lr {m.lr:.4g})"
                 for m in self.measurements if m.status != "ok"]
 
@@ -290,13 +290,19 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
             by.setdefault(m.status, []).append(f"n={m.width}/seed {m.seed}")
         bad_note = ("; " + "; ".join(f"{len(v)} of {len(measurements)} runs {k} ("
                                      + ", ".join(v[:6]) + (", ..." if len(v) > 6 else "") + ")"
-                                     for k, v in by.items()) + ", left out of the fits")
+                                     for k, v in by.items())
+                    + ", left out of the error fit (diverged runs keep their correlations at "
+                      "initialisation)")
 
-    def by_width(attr: str) -> dict[int, list[float | None]]:
-        return {w: [getattr(m, attr) for m in ms if m.width == w] for w in widths}
+    def by_width(attr: str, runs: Sequence[Measurement] = ms) -> dict[int, list[float | None]]:
+        ws = sorted({m.width for m in runs})
+        return {w: [getattr(m, attr) for m in runs if m.width == w] for w in ws}
 
+    # The correlations are measured at initialisation, before training: a run that diverged
+    # later still measured them (as the A.1 report counts them); the error needs a finished run.
+    at_init = [m for m in measurements if m.status in ("ok", "diverged")]
     floor = max((64 * m.eps * max(m.output_rms, 1e-30) for m in ms), default=0.0)
-    exps = {q: fit_exponent(q, by_width(q), n_boot=n_boot, level=level, seed=seed)
+    exps = {q: fit_exponent(q, by_width(q, at_init), n_boot=n_boot, level=level, seed=seed)
             for q in QUANTITIES}
     exps["error"] = fit_exponent("error", by_width("error"), floor=floor, n_boot=n_boot,
                                  level=level, seed=seed)
@@ -641,7 +647,8 @@ def write_report(result: DiagnoseResult, out_dir: str | Any) -> dict[str, Any]:
     problems = result.problem_runs()
     lines += ["", "## Diverged or failed runs", ""]
     lines += ([f"- {p}" for p in problems] + ["", f"{len(problems)} of "
-              f"{len(result.measurements)} runs are left out of every fit."]
+              f"{len(result.measurements)} runs are left out of the error and deviation fits "
+              "(diverged runs keep their correlations, measured at initialisation)."]
               if problems else ["None."])
     lines += ["", "Bounds compare the highest-quantile (q = 0.95) exponent of each quantity over "
               "seeds (`asymptotics.fit_order`, 95 % bootstrap CIs) with the bound implied by "

@@ -103,8 +103,20 @@ def test_diagnose_names_diverged_runs(tmp_path):
     res = analyze(ms, n_boot=100)
     assert res.problem_runs() == ["n = 16, seed 0: diverged (lr 0.1)",
                                   "n = 16, seed 1: diverged (lr 0.1)"]
-    assert "2 of 30 runs diverged (n=16/seed 0, n=16/seed 1), left out of the fits" in \
+    assert "2 of 30 runs diverged (n=16/seed 0, n=16/seed 1), left out of the error fit" in \
         res.verdicts[0].detail
+    # Their correlations were measured before training: still fitted (all 6 seeds at n = 16).
+    assert res.exponents["c02"].status == "fit"
     md = _diagnose.write_report(res, tmp_path)["markdown"].read_text()
     assert "## Diverged or failed runs\n\n- n = 16, seed 0: diverged" in md
-    assert "2 of 30 runs are left out of every fit." in md
+    assert "2 of 30 runs are left out of the error and deviation fits" in md
+
+
+def test_diagnose_of_runs_that_all_diverged_keeps_the_correlations():
+    ms = _flat("c02", noise=0.01)
+    for m in ms:
+        m.status, m.error, m.curve = "diverged", None, []
+    res = analyze(ms, n_boot=50)
+    assert res.exponents["c02"].status == "fit" and res.exponents["error"].status != "fit"
+    assert res.verdicts[0].verdict == "not assessed"
+    assert "30 of 30 runs diverged" in res.verdicts[0].detail
