@@ -16,7 +16,10 @@ def add_parser(subparsers: Any) -> None:
         help="power-law fits, Fig. 4-style figures and a markdown/JSON report of a sweep",
         description="Read DIR/runs/*.json, fit log MSE_test = s log n + b per alpha (Eq. 31) "
         "with bootstrap CIs over seeds, draw the figures and write DIR/report.md and "
-        "DIR/summary.json.",
+        "DIR/summary.json. The slopes are compared with the paper's Fig. 4 only when the runs "
+        "follow its protocol (preset paper-a2: data, model, training and widths); otherwise "
+        "the report says how they differ. Verdicts read 'inconclusive' when a CI is too wide "
+        "to decide. After a few seconds, each stage is named on stderr.",
     )
     p.add_argument("dir", metavar="DIR", help="a sweep directory (from `weakcorr sweep`)")
     p.add_argument("--metric", default="mse_test",
