@@ -27,6 +27,7 @@ _SUBMODULES = frozenset(
         "data",
         "experiments",
         "functional",
+        "limits",
         "linearize",
         "models",
         "ntk",
