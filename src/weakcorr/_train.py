@@ -1,4 +1,5 @@
-"""Internals of :mod:`weakcorr.train`: RunResult, losses, batch order, the linear model's passes, metrics.
+"""Internals of :mod:`weakcorr.train`: RunResult, losses, batch order, the linear model's
+passes, metrics.
 
 The linear model f_lin(θ0 + Δ) = f(θ0) + J(θ0)Δ (Eq. 27) is trained by its exact gradient
 J(θ0)ᵀ r, a vjp at θ0 (never a backward pass through the jvp). Two implementations:
