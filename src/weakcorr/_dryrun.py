@@ -29,9 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["DryRun", "dry_run", "estimate_run_bytes", "format_dry_run", "run_flops"]
-
-_BYTES = {"float32": 4, "float64": 8}
+__all__ = ["DryRun", "dry_run", "format_dry_run", "run_flops"]
 
 
 def _layer_dims(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> list[tuple[int, int]]:
@@ -51,23 +49,6 @@ def run_flops(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> float:
     return flops + 4.0 * (d["n_train"] + d["n_test"]) * p
 
 
-def estimate_run_bytes(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> int:
-    """Memory one paired run of an MLP holds at its peak, in bytes (an estimate).
-
-    θ, θ0, Δ and the two gradients (5 copies of the parameters), θ0's cached activations
-    (pre-activations and slopes of every hidden layer on the training set), the batch's
-    activations of f and f_lin, and the data.
-    """
-    t, d, m = run_cfg["training"], run_cfg["data"], run_cfg["model"]
-    size = _BYTES.get(t["dtype"], 8)
-    dims = _layer_dims(run_cfg, d_in, d_out)
-    params = sum(a * b + (b if m.get("bias", True) else 0) for a, b in dims)
-    hidden = m["width"] * m["depth"]
-    batch = d["n_train"] if t.get("full_batch") else t["batch_size"]
-    data = (d["n_train"] + d["n_test"]) * (d_in + d_out)
-    return int(size * (5 * params + 2 * d["n_train"] * hidden + 8 * batch * hidden + data))
-
-
 @dataclasses.dataclass(frozen=True)
 class DryRun:
     """What :func:`dry_run` found: counts, work, the calibration and the expected wall time."""
@@ -80,7 +61,9 @@ class DryRun:
     n_alphas: int
     n_seeds: int
     flops_to_run: float
-    per_width: tuple[dict[str, Any], ...]  # width, params, gflop_per_run, s_per_run, mib_per_run
+    # width, params, gflop_per_run, s_per_run, mib_per_run (the peak of a process training
+    # execution.seed_batch seeds together, weakcorr._memory.estimate_run_bytes)
+    per_width: tuple[dict[str, Any], ...]
     calibration: tuple[dict[str, Any], ...]  # width, steps, s_per_step, s_per_run_fixed
     overhead_s_per_step: float
     gflops_per_s: float
@@ -118,6 +101,12 @@ def _time_steps(run_cfg: Mapping[str, Any], steps: int, device: str) -> tuple[fl
     return per_step, max(short - steps * per_step, 0.0)
 
 
+def _seeds_together(cfg: Any, width: int) -> int:
+    """Seeds one process trains at once at ``width`` (``execution.seed_batch``)."""
+    ex = cfg.execution
+    return min(ex.seed_batch, len(cfg.seeds)) if width <= ex.seed_batch_max_width else 1
+
+
 def _fixed_s(calib: Sequence[Mapping[str, Any]], width: int) -> float:
     """Per-run time outside the steps, interpolated in width² between the calibration widths."""
     if len(calib) == 1:
@@ -142,9 +131,14 @@ def dry_run(cfg: Any, *, out_dir: str | None = None, workers: int = 1, device: s
 
     from . import config as _config
     from . import experiments
+    from ._memory import estimate_run_bytes
     from .results import RunStore, run_id
 
     runs = _config.expand(cfg)
+    if runs[0]["model"].get("factory") is not None:
+        raise ValueError("`--dry-run` estimates the built-in MLP from its shape; a model.factory "
+                         "sweep has no FLOP model here: time one run instead (--set seeds=1 "
+                         "--set model.widths=[W] --set training.steps=10)")
     done = 0
     if out_dir is not None and (pathlib.Path(out_dir) / "runs").is_dir():
         store = RunStore(out_dir)
@@ -194,7 +188,8 @@ def dry_run(cfg: Any, *, out_dir: str | None = None, workers: int = 1, device: s
         per_width.append({
             "width": w, "params": sum(a * b for a, b in _layer_dims(first[w], d_in, d_out)),
             "gflop_per_run": f_run / 1e9, "s_per_run": s_run,
-            "mib_per_run": estimate_run_bytes(first[w], d_in, d_out) / 2**20,
+            "mib_per_run": estimate_run_bytes(first[w], d_in, d_out, seeds=_seeds_together(
+                cfg, w)) / 2**20,
         })
         flops_to_run += f_run * todo_by_width[w]
         total_s += s_run * todo_by_width[w]

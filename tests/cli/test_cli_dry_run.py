@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import types
 
 import pytest
@@ -24,12 +25,16 @@ def test_run_flops_counts_the_paired_steps_by_hand():
     assert _dryrun.run_flops(run, 784, 10) == want
 
 
-def test_memory_estimate_grows_with_width_and_dtype():
-    runs = config.expand(config.load("demo", TINY))
-    small, large = (_dryrun.estimate_run_bytes(r, 784, 10) for r in (runs[0], runs[2]))
-    assert runs[2]["model"]["width"] == 16 and large > small > 5 * 4 * (784 * 8)
-    run64 = config.expand(config.load("demo", [*TINY, "training.dtype=float64"]))[0]
-    assert _dryrun.estimate_run_bytes(run64, 784, 10) == 2 * small
+def test_memory_column_is_the_pre_flight_estimate_of_a_seed_batch():
+    from weakcorr import _memory
+
+    cfg = config.load("demo", TINY)
+    d = _dryrun.dry_run(cfg, calibrate=False)
+    runs = {r["model"]["width"]: r for r in config.expand(cfg)}
+    k = min(cfg.execution.seed_batch, 2) if 16 <= cfg.execution.seed_batch_max_width else 1
+    assert [p["mib_per_run"] for p in d.per_width] == [
+        _memory.estimate_run_bytes(runs[w], 784, 10, seeds=k) / 2**20 for w in (8, 16)]
+    assert math.isnan(d.expected_wall_s) and d.calibration == ()
 
 
 def test_dry_run_counts_runs_writes_nothing_and_sees_finished_runs(tmp_path, capsys):

@@ -43,7 +43,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("config", metavar="CONFIG|PRESET", help="a YAML file or a preset name")
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the run count, FLOPs, memory per run and the expected wall time "
+                   help="print the run count, FLOPs, memory per process and the expected wall time "
                    "(from a few timed steps at the smallest and largest width); run nothing")
     p.set_defaults(func=run)
 
