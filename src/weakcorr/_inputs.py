@@ -116,17 +116,19 @@ class ConfigLoader(yaml.SafeLoader):
     def compose_node(self, parent: Any, index: Any) -> Any:  # noqa: D102 - PyYAML's hook
         event = self.peek_event()
         if not isinstance(event, yaml.AliasEvent) and getattr(event, "tag", None) is not None:
-            raise _Refused(f"uses the tag `{clip(str(event.tag), 40)}` at line "
+            tag = str(event.tag).replace("tag:yaml.org,2002:", "!!", 1)
+            raise _Refused(f"uses the tag `{clip(tag, 60)}` at line "
                            f"{event.start_mark.line + 1}; configs hold plain YAML values (numbers, "
                            "strings, true/false, lists, mappings): remove the tag")
-        self._depth += 1
+        collection = isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent))
+        self._depth += collection
         try:
             if self._depth > MAX_YAML_NESTING:
                 raise _Refused(f"nests lists or mappings more than {MAX_YAML_NESTING} deep (line "
                                f"{event.start_mark.line + 1}); a config needs 3 levels")
             return super().compose_node(parent, index)
         finally:
-            self._depth -= 1
+            self._depth -= collection
 
 
 ConfigLoader.add_implicit_resolver(

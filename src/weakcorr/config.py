@@ -275,9 +275,10 @@ def _int(path: str, value: Any, *, minimum: int | None = None, maximum: int | No
 
 
 def _float(path: str, value: Any, *, positive: bool = False) -> float:
-    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1023:
-        value = math.inf  # math.isfinite would raise OverflowError on an int this large
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    # math.isfinite raises OverflowError on an int beyond floats: such ints are not finite here
+    huge = isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1023
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or huge
+            or not math.isfinite(value)):
         raise _fail(path, value, "a finite number" + (" > 0" if positive else "") + " (e.g. 0.1)")
     if positive and value <= 0:
         raise _fail(path, value, "a number > 0")
@@ -520,9 +521,10 @@ def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig
         dtype=_choice("training.dtype", raw.get("dtype", "float32"), DTYPES),
         full_batch=_bool("training.full_batch", raw.get("full_batch", False)),
     )
+    factors = {}
     for w in widths:
         try:
-            r = evaluate_expression(factor, w)
+            r = factors[w] = evaluate_expression(factor, w)
         except ValueError as err:
             raise ValueError(f"`training.lr_factor`: {err}; write an expression of n such as "
                              "'sqrt(n) / 32'") from None
@@ -531,8 +533,8 @@ def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig
                              f"width, got {r} at n = {w}")
     for i, alpha in enumerate(alphas):
         for w in widths:
-            try:
-                lr = lr_at(out, w, alpha)
+            try:  # lr_at(out, w, alpha), with r(w) evaluated once per width
+                lr = out.lr0 * float(w) ** alpha * factors[w]
             except OverflowError:
                 lr = math.inf
             if not (math.isfinite(lr) and lr > 0):
@@ -611,18 +613,21 @@ def from_dict(raw: Any) -> SweepConfig:
                              "model, data, training and seeds (see `weakcorr sweep demo`)")
     model = _model(raw["model"])
     data = _data(raw["data"])
+    seeds = _seeds(raw["seeds"])
+    # the grid's size before training's checks, which evaluate lr at every (width, alpha)
+    alphas_raw = raw["training"].get("alphas") if isinstance(raw["training"], Mapping) else None
+    n_alphas = len(alphas_raw) if isinstance(alphas_raw, (list, tuple)) else 1
+    runs = len(model.widths) * n_alphas * len(seeds)
+    if runs > MAX_RUNS:
+        raise ValueError(f"the grid `model.widths` × `training.alphas` × `seeds` has "
+                         f"{len(model.widths):,} × {n_alphas:,} × {len(seeds):,} = "
+                         f"{runs:,} runs, more than {MAX_RUNS:,} (each is a record file); use "
+                         "fewer widths, alphas or seeds")
     training = _training(raw["training"], model.widths, data.n_train)
     if training.loss == Loss.CROSS_ENTROPY and data.name == "teacher":
         raise ValueError("`training.loss` = 'cross_entropy' needs class targets, but `data.name` = "
                          "'teacher' has regression targets (not probability vectors: the loss can "
                          "be negative); use training.loss: mse with teacher, or a class dataset")
-    seeds = _seeds(raw["seeds"])
-    runs = len(model.widths) * len(training.alphas) * len(seeds)
-    if runs > MAX_RUNS:
-        raise ValueError(f"the grid `model.widths` × `training.alphas` × `seeds` has "
-                         f"{len(model.widths):,} × {len(training.alphas):,} × {len(seeds):,} = "
-                         f"{runs:,} runs, more than {MAX_RUNS:,} (each is a record file); use "
-                         "fewer widths, alphas or seeds")
     return SweepConfig(
         model=model, data=data, training=training, seeds=seeds,
         logging=_logging(raw.get("logging") or {}, training.steps),
