@@ -40,10 +40,9 @@ def test_panel_titles_give_both_exponents():
 
 
 def test_a1_report_of_failed_runs_is_written(tmp_path, monkeypatch):
-    from weakcorr import plots
     from weakcorr.results import RunStore, run_id
 
-    monkeypatch.setattr(plots, "save_figure", lambda fig, base, **k: [])
+    monkeypatch.setattr(_a1_plots, "save_figure", lambda fig, base, **k: [])
     store = RunStore(tmp_path)
     ids = []
     for w in (4, 8):

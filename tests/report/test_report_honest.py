@@ -195,3 +195,16 @@ def test_report_progress_on_stderr(tmp_path, capsys, monkeypatch, no_figures):
         "report: done (")
     with pytest.raises(TypeError, match="`progress` must be True, False or a callable"):
         report.write_report(root, progress="yes")
+
+
+def test_report_cli_prints_the_protocol_line_or_the_paper_verdicts(tmp_path, capsys, no_figures):
+    root = _small_sweep(tmp_path / "s", widths=(16, 32), alphas=(0,), seeds=2)
+    assert main(["report", str(root), "--n-boot", "10"]) == 0
+    out = capsys.readouterr().out
+    assert ("mse_test ~ width^slope per alpha (not the paper's protocol: differs in data, "
+            "steps, batch, widths; not compared with Fig. 4):") in out
+    assert "alpha=0: slope" in out and "(paper" not in out
+    paper = _write_paper_dir(tmp_path / "p")
+    assert main(["report", str(paper), "--n-boot", "10"]) == 0
+    out = capsys.readouterr().out
+    assert "(paper: Fig. 4, widths 2048-19484):" in out and "(paper -1.14: " in out

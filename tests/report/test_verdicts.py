@@ -96,7 +96,10 @@ def test_cor41_uses_the_shared_mean_interval():
     assert res.deviation_slopes[256] == mean_interval(slopes, 0.95)
 
 
-def test_diagnose_names_diverged_runs(tmp_path):
+def test_diagnose_names_diverged_runs(tmp_path, monkeypatch):
+    from weakcorr import _a1_plots
+
+    monkeypatch.setattr(_a1_plots, "save_figure", lambda fig, base, **k: [])
     ms = _flat("c02", noise=0.01)
     for m in ms[:2]:
         m.status, m.error, m.curve = "diverged", None, []
