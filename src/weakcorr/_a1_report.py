@@ -210,6 +210,7 @@ def run_a1(cfg: _a1.A1Config, out_dir: str | os.PathLike[str], *, workers: int =
     """
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"`workers` must be an integer >= 1, got {workers!r}")
+    check_writable_dir(out_dir, "out_dir")  # '' would be the current directory
     old = check_out_dir(out_dir, cfg) or {}
     datasets, skipped = _a1.resolve_datasets(cfg)
     if not datasets:
@@ -261,7 +262,9 @@ def _row(rec: Mapping[str, Any]) -> dict[str, Any]:
     model, data_ = cfg.get("model") or {}, cfg.get("data") or {}
     row: dict[str, Any] = {
         "run_id": rec.get("run_id"), "status": rec.get("status"), "dataset": data_.get("name"),
-        "depth": model.get("depth"), "activation": model.get("activation"),
+        # a family of your own (model.factory) is one group per dataset: depth 0, its spec
+        "depth": model.get("depth", 0 if model.get("factory") else None),
+        "activation": model.get("activation", model.get("factory")),
         "width": model.get("width"), "seed": rec.get("seed", cfg.get("seed")),
         "trained": bool(cfg.get("training")), "n_params": rec.get("n_params"),
         "wall_time_s": rec.get("wall_time_s"), "error": rec.get("error"),
@@ -321,8 +324,8 @@ def fit_exponents(table: pd.DataFrame, *, n_boot: int = 2000, seed: int = 0) -> 
 
     ``log y = slope · log n + b`` by least squares; the 95 % CI is the seed bootstrap of
     :func:`weakcorr.analysis.fit_power_law` (t interval) with 2+ seeds, else the regression's
-    own t interval (``ci_kind = "residual"``). Values that are 0 (e.g. a ReLU quantity that
-    vanishes) are excluded.
+    own t interval (:func:`weakcorr.fits.residual_interval`, ``ci_kind = "residual"``). Values
+    that are 0 (e.g. a ReLU quantity that vanishes) are excluded.
 
     Returns:
         One row per (dataset, depth, activation, quantity): ``slope, ci_low, ci_high, ci_kind,

@@ -1,9 +1,13 @@
 """A sweep directory → ``report.md``, ``summary.json`` and figures (PNG + PDF).
 
 The report states the sweep config, how many runs finished, the power-law slopes of
-MSE_test(f, f_lin) against width per α (paper Eq. 30, 31) with bootstrap CIs over seeds next
-to the paper's Fig. 4 slopes, the figures, and every failed or diverged run. It refuses (before
-writing anything) an App. A.1 directory and one whose runs differ in more than width, α and seed.
+MSE_test(f, f_lin) against width per α (paper Eq. 30, 31) with bootstrap CIs over seeds
+(:mod:`weakcorr.fits`), the figures, and every failed or diverged run. The slopes stand next to
+the paper's Fig. 4 slopes, with a verdict that may read "inconclusive (CI too wide ...)", only
+when the runs follow the paper's protocol (:func:`weakcorr.analysis.paper_protocol_differences`);
+otherwise one line says how they differ. A directory whose runs all diverged is reported too.
+It refuses (before writing anything) an App. A.1 directory and one whose runs differ in more
+than width, α and seed.
 """
 
 from __future__ import annotations
