@@ -37,7 +37,7 @@ LAYERS: dict[str, int] = {
     "__init__": 0, "_memory": 1, "_files": 1, "_precision": 1, "_ops": 1, "_checks": 1, "functional": 1,
     "_factory": 1, "_torchdata": 1, "_inputs": 1, "_mlp": 1,
     "correlations": 2, "ntk": 2, "linearize": 2, "tensornorm": 2, "asymptotics": 2, "fits": 2,
-    "_correlations": 2, "_ntk": 2, "_mlp_taylor": 2,
+    "_correlations": 2, "_ntk": 2, "_mlp_taylor": 2, "_spectrum": 2, "_per_layer": 2,
     "train": 3, "_train": 3, "_vmap_train": 3,
     "models": 4, "zoo": 4, "data": 4, "_idx": 4, "limits": 4, "_limits": 4,
     "config": 5, "experiments": 5, "_a1": 5, "presets": 5, "_corr_experiment": 5,

@@ -27,9 +27,11 @@ from . import _ntk
 from ._checks import refuse_stochastic_modules
 from ._memory import check_memory_budget
 from ._ntk import NtkImplementation
+from ._spectrum import Spectrum as Spectrum
+from ._spectrum import spectrum as spectrum
 from .functional import FunctionalModel, functional
 
-__all__ = ["NtkImplementation", "empirical_ntk", "supports_structured"]
+__all__ = ["NtkImplementation", "Spectrum", "empirical_ntk", "spectrum", "supports_structured"]
 
 
 def supports_structured(fm: FunctionalModel | nn.Module) -> bool:
