@@ -30,9 +30,9 @@ Progress = Callable[[int, int], None]
 MAX_TOTAL_ORDER = 6
 
 # Working memory per pair, in units of one parameter vector (N * itemsize): the gradient
-# block itself plus the vjp's and nested jvps' temporaries.  Measured peak on an MLP
-# 784-1024-1024-10 with orders (2, 3): ~1.0 vector per pair; 2.0 leaves a margin for
-# modules with more temporaries (see benchmarks/bench_correlations.py).
+# block itself plus the vjp's and nested jvps' temporaries: about half of this was measured
+# on an MLP, the rest is a margin for modules with more temporaries (benchmarks/RESULTS.md,
+# "Working memory per (input, output) pair").
 PAIR_FACTOR = 2.0
 # Memory that is not per pair: the module, θ0, one gradient-sized temporary.
 RESERVED_FACTOR = 4.0
@@ -245,10 +245,18 @@ def diagonal_raw(
     def one(x: Tensor, g: Params) -> tuple[Tensor, ...]:
         return taylor_along(fm, params, x, g, max_order)
 
+    if size >= d_y:  # whole inputs per chunk: one forward per input, d_y cotangents vmapped
+        slices = [slice(b.start * d_y, b.stop * d_y) for b in chunks(B, size // d_y)]
+    else:
+        slices = chunks(n_pairs, size)
     done = 0
-    for sl in chunks(n_pairs, size):
+    for sl in slices:
         x_rows, idx = X[rows[sl]], outs[sl]
-        grads = pair_gradients(fm, params, x_rows, eye[idx])
+        if size >= d_y:
+            grads = input_gradients(fm, params, X[sl.start // d_y : sl.stop // d_y], d_y)
+            grads = {k: v.flatten(0, 1) for k, v in grads.items()}
+        else:
+            grads = pair_gradients(fm, params, x_rows, eye[idx])
         if mask is not None:
             grads = {k: v * mask[k] for k, v in grads.items()}
         orders = vmap(one)(x_rows, grads)
@@ -261,14 +269,23 @@ def diagonal_raw(
     return result.reshape(max_order + 1, B, d_y)
 
 
-def jacobians(fm: FunctionalModel, params: Params, x: Tensor, d_y: int) -> Params:
-    """All output gradients of every row: dict of [B, d_y, *shape] (B * d_y vjps, vmapped)."""
-    B = x.shape[0]
+def input_gradients(fm: FunctionalModel, params: Params, x_rows: Tensor, d_y: int) -> Params:
+    """All d_y output gradients of each row: dict of [G, d_y, *shape].  One vjp (one forward
+    pass) per row, its pullback vmapped over the d_y one-hot cotangents; ~1.5x faster than
+    :func:`pair_gradients` on repeated rows (a CNN of 98k parameters, 10 outputs)."""
     eye = torch.eye(d_y, dtype=fm.dtype, device=fm.device)
-    grads = pair_gradients(
-        fm, params, x.repeat_interleave(d_y, dim=0), eye.repeat(B, 1)
-    )
-    return {k: v.reshape(B, d_y, *v.shape[1:]) for k, v in grads.items()}
+
+    def per_input(x: Tensor) -> Params:
+        _, pull = _vjp(lambda p: fm(p, x.unsqueeze(0)), params)
+        return vmap(lambda c: pull(c.unsqueeze(0))[0])(eye)
+
+    return vmap(per_input)(x_rows)
+
+
+def jacobians(fm: FunctionalModel, params: Params, x: Tensor, d_y: int) -> Params:
+    """All output gradients of every row: dict of [B, d_y, *shape] (B vjps, each pulled back
+    along the d_y one-hot cotangents, vmapped)."""
+    return input_gradients(fm, params, x, d_y)
 
 
 def tensor_raw(
