@@ -20,19 +20,20 @@ inputs x 10 outputs:
     need |D|^d stencils per pair); its error is reported against the exact
     :func:`weakcorr.correlations.paper_estimate` on the same indices.  Steps h1 = 1e-3,
     h2 = 0.1, h3 = 0.3 (along a unit vector, float32) come from a scan at width 256 against
-    the exact values: smaller third-order steps drown in float32 round-off (h3 = 0.03 gave
-    a 190% error), larger ones in truncation error.
+    the exact values: smaller third-order steps drown in float32 round-off, larger ones in
+    truncation error (benchmarks/RESULTS.md, "Finite-difference baseline steps").
 
 Prints both times and the ratio (b)/(a), and the process's peak RSS after each stage.
-Timings depend on other load on the machine; run once, not in loops.
+Timings depend on other load on the machine; run once, not in loops. Results:
+benchmarks/RESULTS.md.
 
     .venv/bin/python benchmarks/bench_correlations.py [--width 1024] [--n-inputs 160]
         [--skip-generic] [--no-malloc-tuning]
 
 glibc's allocator is tuned by default, as the ``weakcorr`` CLI does at start
-(:func:`weakcorr._memory.tune_malloc`); ``--no-malloc-tuning`` measures the defaults. Idle
-2-core machine, MLP path: 0.114 s tuned against 0.133 s untuned, because fresh pages of
-large temporaries no longer fault on every call.
+(:func:`weakcorr._memory.tune_malloc`); ``--no-malloc-tuning`` measures the defaults (tuning
+is faster because fresh pages of large temporaries no longer fault on every call:
+benchmarks/RESULTS.md, "glibc malloc tuning").
 """
 
 from __future__ import annotations

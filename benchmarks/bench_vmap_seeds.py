@@ -12,11 +12,11 @@ The App. A.2 setting on MNIST-5k: 784 -> n -> n -> 10 GELU, standard init, float
 memory and threads as the CLI does (glibc malloc tuning on, torch threads as given), warms up
 with a 3-step run and times the training of all K seeds (final metrics included, model
 construction excluded). The two arms alternate; the speed-up is given for each arm's fastest
-of ``--repeats`` processes (robust to other load on a shared machine: its slow phases, which
-slow matmuls by up to 25 %, hit a 9 s sequential arm more often than a 5 s batched one) and
-for their medians. Separate processes matter: in one process
-the sequential runs that follow a batched run slowed by 20-30 % (heap state), which inflated the
-speed-up. The per-seed results of the two arms are compared too.
+of ``--repeats`` processes (robust to other load on a shared machine: its slow phases hit a
+long sequential arm more often than a short batched one) and for their medians. Separate
+processes matter: in one process the sequential runs that follow a batched run slowed down
+(heap state), which inflated the speed-up. The per-seed results of the two arms are compared
+too. Results: benchmarks/RESULTS.md ("Seeds trained together", "Hand-written passes").
 
     .venv/bin/python benchmarks/bench_vmap_seeds.py [--widths 64 128 256] [--seeds 8]
         [--steps 250] [--threads N] [--repeats 3]

@@ -337,10 +337,8 @@ def _activation_numel(fm: FunctionalModel, params: Mapping[str, Tensor], x_one: 
     return max(total, out.numel())
 
 
-# Gradient rows pushed through one vmapped jvp in "vp". Measured (bench_training's NTK case,
-# 128 x 128 x 10 x 10, GELU 784-n-n-10, 2 threads): chunks of 1/2/4/8/16 x2-examples took
-# 1.51/1.06/0.94/1.18/1.15 s at n = 256 and 7.1/8.1/7.5/8.3/9.0 s at n = 1024; the memory-only
-# chunking (16 examples at n = 1024 under 4 GB) took 11.2 s and 2.2 GB.
+# Gradient rows pushed through one vmapped jvp in "vp": a few dozen are fastest, and far fewer
+# than the memory budget allows (benchmarks/RESULTS.md, "NTK vp: gradient rows per vmapped jvp").
 VP_MAX_TANGENTS = 48
 
 

@@ -21,14 +21,11 @@ supported; :func:`supports` says whether a list of models is, and callers fall b
 
 With one seed this is also ``paired_sgd``'s default implementation on CPU (``"mlp"``).
 
-Throughput (benchmarks/bench_vmap_seeds.py: K = 8, MNIST-5k, batch 128, 250 steps, 2 threads,
-each arm in fresh processes, best of 3 and of 5, two runs) of K seeds together over
-``paired_sgd`` one seed after another: 1.6-1.8x at width 64, 1.4-1.5x at 128, 1.1-1.2x at 256
-over its default (these passes with one seed); 3.6-3.9x, 2.6-2.7x and 2.0x over its autograd
-implementation. At width 256 a step's products
-(x·Wᵀ, x·ΔWᵀ, both weight gradients, the hidden layers) are large enough to run at this
-machine's peak (170-200 GFLOP/s) one seed at a time, so stacking seeds saves little more than
-Python and dispatch: the batched matmuls take 13.7 of the 17.2 ms of a step of 8 seeds.
+Throughput of K seeds together over ``paired_sgd`` one seed after another
+(benchmarks/bench_vmap_seeds.py; figures in benchmarks/RESULTS.md, "Seeds trained together"):
+the gain is largest at small widths; from a width where a step's products (x·Wᵀ, x·ΔWᵀ, both
+weight gradients, the hidden layers) run at the machine's peak one seed at a time, stacking
+seeds saves little more than Python and dispatch.
 """
 
 from __future__ import annotations
@@ -80,7 +77,7 @@ def _layer(h: Tensor, w: Tensor, b: Tensor | None, a: float, c: float) -> Tensor
     """a · h @ wᵀ + c · b for stacked h [K, B, in], w [K, out, in], b [K, 1, out].
 
     A narrow layer (the 10 outputs) is computed as (w @ hᵀ)ᵀ, a transposed view: MKL's batched
-    product takes half as long that way round ([8, 128, 256] by [256, 10]: 50 µs against 100).
+    product is faster that way round (benchmarks/RESULTS.md, "Narrow layer").
     """
     if _narrow(w):
         if b is None:
@@ -119,7 +116,8 @@ def _sgd_step_(w: Tensor, g: Tensor, h: Tensor, step: float) -> None:
     full batch), with any K on 4 or 8 threads at B = 4,000. θ's weights are large next to their
     updates and the error adds up over steps: width 256, α = −1, float32, 250 steps, one seed on
     2 threads gave MSE_test = 1.3e-9 against float64's 8.3e-12 (fixed: 8.3e-12). The product in
-    a buffer of its own costs ~10 % of the update's time (K = 8, width 256: 4.4 ms, not 3.6).
+    a buffer of its own costs a little time (benchmarks/RESULTS.md, "SGD update in its own
+    buffer").
     """
     w.sub_(torch.bmm(g.transpose(1, 2), h), alpha=step)
 
@@ -146,8 +144,8 @@ def _loss_and_grad(kind: _train.Loss, out: Tensor, y: Tensor) -> tuple[Tensor, T
 
 def _fitted_features(x_train: Tensor, multiple: int = 16) -> Tensor | None:
     """The input features training must keep: those nonzero on some training example, padded
-    with zero ones to a multiple of 16 (64-byte weight rows: the in-place update of [K, 2n, L]
-    weights took 5.1 ms at L = 652 and 3.8 ms at L = 656). None when that is all of them."""
+    with zero ones to a multiple of 16 (64-byte weight rows update faster: benchmarks/RESULTS.md,
+    "Padded input features"). None when that is all of them."""
     live = (x_train != 0).any(0)
     n_live = int(live.sum())
     n_fit = min(-(-n_live // multiple) * multiple, len(live))
@@ -258,7 +256,7 @@ class _PairedMLPs:
         the losses of f and f_lin and the batch discrepancy mean_b ‖f − f_lin‖² (each [K]),
         and what :meth:`update` needs."""
         k, b = idx.shape
-        # index_select on rows: ~6x faster than advanced indexing (x[idx], h[rows, idx]).
+        # index_select on rows, not advanced indexing (benchmarks/RESULTS.md, "Row gathers").
         rows = idx.reshape(-1)
         xb = self.x_fit.index_select(0, rows).view(k, b, -1)
         yb = y_train.index_select(0, rows).view(k, b, -1)
@@ -424,8 +422,8 @@ class _PairedMLPs:
 
 def _sq_norms(t: Tensor) -> Tensor:
     """Per-seed squared norm of t [K, ...] in float64: each row's norm in t's dtype (a few
-    hundred terms), their squares summed in float64. 4x faster than converting t to float64
-    first, and within 1e-7 relative of it in float32 (1e-8 measured)."""
+    hundred terms), their squares summed in float64: faster than converting t to float64 first
+    (benchmarks/RESULTS.md, "Squared norms"), and within 1e-7 relative of it in float32."""
     rows = torch.linalg.vector_norm(t, dim=-1).flatten(1).double()
     return (rows * rows).sum(1)
 

@@ -166,8 +166,8 @@ class ExecutionConfig:
 
     ``seed_batch``: train up to this many seeds of one (width, α) together (stacked weights;
     same results as one after another), only for widths up to ``seed_batch_max_width``. On CPU
-    it pays at small widths (8 seeds, 2 threads: 1.6-1.8x the throughput at width 64, 1.1-1.2x
-    at 256); from width 512 one seed's products already run at the machine's peak (about 1x).
+    it pays at small widths; from width 512 one seed's products already run at the machine's
+    peak (benchmarks/RESULTS.md, "Seeds trained together").
     """
 
     seed_batch: int = 1

@@ -68,7 +68,8 @@ class DiagonalMethod(StrEnum):
     ``generic``: any ``nn.Module`` (vmapped vjps + nested jvps).
     ``mlp``: exact Taylor-mode propagation for ``weakcorr.models.MLP`` and ``nn.Sequential``
     MLPs (Linear layers and elementwise activations), using the rank-one structure of each
-    layer's gradient; ~75x faster at width 1024 (tested against ``generic``).
+    layer's gradient; far faster at large widths (benchmarks/RESULTS.md, "Taylor-mode
+    correlations vs generic"; tested against ``generic``).
     """
 
     AUTO = "auto"

@@ -10,7 +10,7 @@ update. :func:`kernel_dynamics` is the independent function-space check (Eq. 8).
 
 That is ``paired_sgd(implementation="autograd")``, the reference. For weakcorr MLPs on CPU the
 default runs every pass written out by hand instead (``weakcorr._vmap_train`` with one seed:
-1.3-2.4x faster, the same numbers to round-off); see ``paired_sgd``'s ``implementation``.
+faster, the same numbers to round-off); see ``paired_sgd``'s ``implementation``.
 """
 
 from __future__ import annotations
@@ -117,9 +117,8 @@ def paired_sgd(
             - ``"mlp"``: every pass written out (``weakcorr._vmap_train`` with one seed), input
               features that are zero on the whole training set left out. Weakcorr MLPs
               (``models.mlp``) with ``linearized=True`` and no ``probe_ntk``.
-              On 2 CPU threads, 250 steps of batch 128 on MNIST-5k (784 → n → n → 10 GELU):
-              faster than ``"autograd"`` by 2.0-2.4x at n = 64, 1.8-1.9x at 128, 1.7-1.8x at
-              256 and 1.3x at 1024 (benchmarks/bench_vmap_seeds.py).
+              Faster than ``"autograd"`` on CPU, most at small widths (benchmarks/RESULTS.md,
+              "Hand-written passes vs autodiff, one seed").
             - ``"auto"`` (default): ``"mlp"`` where it applies on a CPU device, else
               ``"autograd"`` (``"mlp"`` has not been measured on GPUs).
 

@@ -30,9 +30,8 @@ records with the same configuration are reused unless --no-resume.  A --out hold
 of other settings is refused (pass a new --out): only --width, --seeds, --seed-offset,
 --device, --max-memory-gb and --data-dir may change between runs into one folder.
 
---method auto (the default) uses the exact Taylor-mode path for these MLPs, ~50x faster
-than --method generic at width 1024 (benchmarks/bench_correlations.py); both agree to
-float rounding.
+--method auto (the default) uses the exact Taylor-mode path for these MLPs, far faster
+than --method generic at large widths (benchmarks/RESULTS.md); both agree to float rounding.
 """
 
 

@@ -27,8 +27,8 @@ For each width and seed: exact C^{0,2}, C^{0,3} (RMS of the diagonal over --n-in
 the norm of C^{1,1} and the Hessian/gradient ratio at init (with the training lr), then f and
 f_lin trained --steps steps. Exponents over width come from quantile fits over seeds (at least
 5 seeds, 3 widths); the verdicts compare them with Eq. 14 (Thm 3.1), Eq. 17 (Thm 3.2), Eq. 22
-(Cor. 4.1) and, with --r, Eq. 18. The defaults take about
-35 s on 2 idle CPU cores (measured).
+(Cor. 4.1) and, with --r, Eq. 18. The defaults take under a minute on 2 idle CPU cores
+(measured: benchmarks/RESULTS.md).
 """
 
 

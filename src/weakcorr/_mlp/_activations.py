@@ -47,10 +47,10 @@ def exact_gelu(z: Tensor) -> Tensor:
 
 
 def _gelu_pair(z: Tensor) -> tuple[Tensor, Tensor]:
-    # φ(z) = zΦ(z), φ'(z) = Φ(z) + zφ(z): ATen's fused kernels, one pass each; 5-7x faster on
+    # φ(z) = zΦ(z), φ'(z) = Φ(z) + zφ(z): ATen's fused kernels, one pass each, much faster on
     # CPU than the same formulas as separate erf/exp/mul ops (the seed batches' hot loop). The
-    # incoming gradient of ones is a real tensor: broadcast from a scalar, gelu_backward was
-    # measurably slower (benchmarks/RESULTS.md, "GELU pair").
+    # incoming gradient of ones is a real tensor: broadcast from a scalar, gelu_backward is
+    # slower (benchmarks/RESULTS.md, "GELU pair").
     return torch.nn.functional.gelu(z), torch.ops.aten.gelu_backward(torch.ones_like(z), z)
 
 
