@@ -12,7 +12,12 @@ protocol, for GPUs), ``cpu`` (the same protocol on MNIST-5k for a 2-core CPU) an
 (end to end in under three minutes).
 
 Every validation error is a ``ValueError`` that names the field by its dotted path
-(``training.alphas[2]``), what was received and how to fix it.
+(``training.alphas[2]``), what was received (at most ~80 characters of it) and how to fix it.
+Text is bounded before it is parsed (:mod:`weakcorr._inputs`: 1 MB per file or ``--set``
+value, YAML nesting, alias expansion, no tags; ``lr_factor`` length, operators and nesting),
+and every size a config names has a bound given with its reason (:data:`MAX_DEPTH`,
+:data:`MAX_WIDTH`, :data:`MAX_STEPS`, :data:`MAX_SAMPLES`, :data:`MAX_RUNS`, ...); alphas
+within :data:`ALPHA_TOL` of each other are refused, since the report would merge them.
 
 >>> from weakcorr import config
 >>> cfg = config.load("demo")
