@@ -24,6 +24,8 @@ Functions:
     :func:`norm` — the subordinate norm (Eq. 1 / 32) of C^{D,d} over all free indices.
     :func:`paper_estimate` — the paper's sampled estimator (Eq. 25), with exact entries.
     :func:`hessian_gradient_ratio` — ‖∇²f‖₂ / ‖∇f‖ (Liu, Zhu & Belkin 2020).
+    :func:`by_group` — C^{0,1} and C^{0,2} on the diagonal split by parameter group (layer),
+    with the mixed-group terms of C^{0,2}, summing to the totals (:mod:`weakcorr._per_layer`).
 """
 
 from __future__ import annotations
@@ -41,14 +43,18 @@ from torch.func import vmap
 from . import _correlations as _c
 from . import _mlp_taylor
 from . import functional as F
+from ._per_layer import GroupBreakdown as GroupBreakdown
+from ._per_layer import by_group as by_group
 from .functional import FunctionalModel
 from .tensornorm import NormResult, alternating_maximization, subordinate_norm
 from .tensornorm import symmetric_spectral_norm as _symmetric_spectral_norm
 
 __all__ = [
     "DiagonalMethod",
+    "GroupBreakdown",
     "NormResult",
     "PaperNormalization",
+    "by_group",
     "diagonal",
     "hessian_gradient_ratio",
     "hessian_spectral_norm",
