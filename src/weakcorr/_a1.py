@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from . import __version__, data, models, train
+from . import __version__, _factory, data, models, train
 from . import correlations as C
 from ._inputs import clip, read_config_text
 from .config import (MAX_DEPTH, MAX_SAMPLES, MAX_STEPS, _bool, _fail, _float, _int, _mapping,
@@ -70,11 +70,15 @@ class DataSettings:
     n_test: int = 32
     seed: int = 0
     data_dir: str | None = None
+    flatten: bool = True  # False: images [N, C, H, W] (CNN factories); left out of runs if True
 
 
 @dataclass(frozen=True)
 class ModelSettings:
-    """MLPs ``d_in → n (× depth) → 10``: one per depth × activation × width."""
+    """MLPs ``d_in → n (× depth) → 10``: one per depth × activation × width; or one family of
+    your own per width: ``factory: "MODULE:FUNCTION"`` with ``kwargs`` (``source_sha256``, the
+    hash of its source file, is computed at load; depths, activations and the MLP's other
+    fields then do not apply, and are empty)."""
 
     widths: tuple[int, ...]
     depths: tuple[int, ...] = (1, 2, 3)
@@ -83,6 +87,9 @@ class ModelSettings:
     sigma_w: float = 1.0
     sigma_b: float = 0.05
     bias: bool = True
+    factory: str | None = None
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    source_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +198,12 @@ def from_dict(raw: Any) -> A1Config:
     if "model" not in raw or not isinstance(raw["model"], Mapping) or "widths" not in raw["model"]:
         raise ValueError("`model.widths` is missing; add e.g. `model: {widths: [8, 16, 32]}`")
     m = _section("model", raw["model"], ModelSettings)
-    model = ModelSettings(
+    model = _factory_model(m) if m.get("factory") is not None else None
+    extra = [k for k in ("kwargs", "source_sha256") if m.get(k) is not None]
+    if model is None and extra:
+        raise ValueError(f"`model.{extra[0]}` needs `model.factory` (your model family, "
+                         "'MODULE:FUNCTION'); add model.factory or remove model." + extra[0])
+    model = model or ModelSettings(
         widths=_widths("model.widths", m["widths"]),
         depths=_ints("model.depths", m.get("depths", [1, 2, 3]), 1, MAX_DEPTH,
                      "the correlations of deeper networks take hours per run; the paper's A.1 "
@@ -213,7 +225,11 @@ def from_dict(raw: Any) -> A1Config:
         n_test=_int("data.n_test", d.get("n_test", 32), minimum=1, maximum=MAX_SAMPLES),
         seed=_int("data.seed", d.get("seed", 0), minimum=0),
         data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
+        flatten=_bool("data.flatten", d.get("flatten", True)),
     )
+    if not data_.flatten and model.factory is None:
+        raise ValueError("`data.flatten` false needs `model.factory` (--model): the built-in MLP "
+                         "takes flat inputs; add a family of your own or drop data.flatten")
     c = _section("correlations", raw.get("correlations"), CorrelationSettings)
     corr = CorrelationSettings(
         lr=_num("correlations.lr", c.get("lr", 1.0)),
@@ -254,9 +270,40 @@ def from_dict(raw: Any) -> A1Config:
     )
 
 
+def _factory_model(m: Mapping[str, Any]) -> ModelSettings:
+    """``model: {factory, kwargs, widths}``: checked as in sweep configs (the module is located
+    and its source hashed, not imported; the command imports and checks it before any run)."""
+    mlp = [k for k in m if k not in ("widths", "factory", "kwargs", "source_sha256")]
+    if mlp:
+        raise ValueError(f"`model.{mlp[0]}` sets the built-in MLP, but `model.factory` gives the "
+                         f"family; remove {', '.join('model.' + k for k in mlp)} (options of your "
+                         "family go in model.kwargs)")
+    spec = m["factory"]
+    _factory.parse_spec(spec, name="model.factory")
+    kwargs = _factory.check_kwargs(m.get("kwargs") or {}, "model.kwargs")
+    sha = _factory.source_sha256(spec, name="model.factory")
+    if m.get("source_sha256") is not None and m["source_sha256"] != sha:
+        raise ValueError(f"`model.source_sha256` is {str(m['source_sha256'])[:12]!r}... but the "
+                         f"source of model.factory {spec!r} now hashes to {str(sha)[:12]!r}...: "
+                         "the factory was edited, which is a new protocol; remove "
+                         "model.source_sha256 and use a new --out")
+    return ModelSettings(widths=_widths("model.widths", m["widths"]), depths=(), activations=(),
+                         factory=spec, kwargs=tuple(sorted(kwargs.items())), source_sha256=sha)
+
+
 def to_dict(cfg: A1Config) -> dict[str, Any]:
-    """A plain YAML/JSON-safe mapping that :func:`from_dict` turns back into ``cfg``."""
+    """A plain YAML/JSON-safe mapping that :func:`from_dict` turns back into ``cfg`` (the
+    factory fields only with a factory, then without the MLP's; ``data.flatten`` only when
+    False: older directories keep their protocol)."""
     out = dataclasses.asdict(cfg)
+    if cfg.model.factory is None:
+        for k in ("factory", "kwargs", "source_sha256"):
+            del out["model"][k]
+    else:
+        out["model"] = {"widths": out["model"]["widths"], "factory": cfg.model.factory,
+                        "kwargs": dict(cfg.model.kwargs), "source_sha256": cfg.model.source_sha256}
+    if cfg.data.flatten:
+        del out["data"]["flatten"]
 
     def lists(v: Any) -> Any:
         if isinstance(v, dict):
@@ -294,8 +341,13 @@ def _override(raw: dict[str, Any], item: str) -> None:
 
 
 def load_config(source: str | pathlib.Path | Mapping[str, Any],
-                overrides: Sequence[str] = ()) -> A1Config:
+                overrides: Sequence[str] = (), *, model: str | None = None,
+                model_kwargs: Mapping[str, Any] | None = None,
+                flatten: bool | None = None) -> A1Config:
     """Load an A.1 config from a preset name, a YAML file or a mapping, with ``--set`` overrides.
+
+    ``model`` (``--model``) replaces the config's MLP by that family at the config's widths,
+    with ``model_kwargs``; ``flatten`` (``--no-flatten``) sets ``data.flatten``.
 
     Raises:
         FileNotFoundError: ``source`` is neither a preset nor a file.
@@ -316,7 +368,24 @@ def load_config(source: str | pathlib.Path | Mapping[str, Any],
     raw = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in raw.items()}
     for item in overrides:
         _override(raw, item)
-    return from_dict(raw)
+    if model is not None:
+        widths = raw.get("model", {}).get("widths") if isinstance(raw.get("model"), dict) else None
+        raw["model"] = {"widths": widths, "factory": model, "kwargs": dict(model_kwargs or {})}
+        if widths is None:
+            del raw["model"]["widths"]
+    if flatten is not None:
+        raw["data"] = {**(raw.get("data") or {}), "flatten": bool(flatten)}
+    try:
+        return from_dict(raw)
+    except ValueError as err:
+        if model is None:
+            raise
+        flags = (("`model.factory`", "`--model`"), ("`model.kwargs`", "`--model-kwargs`"),
+                 ("`data.flatten` false", "`--no-flatten`"))
+        msg = str(err)
+        for field_, flag in flags:
+            msg = msg.replace(field_, flag)
+        raise ValueError(msg) from None
 
 
 # ----------------------------------------------------------------------------- expansion
@@ -330,10 +399,12 @@ def _dataset_dir(name: str, data_dir: str | None) -> str | None:
     return str(sub) if sub.is_dir() else data_dir
 
 
-def _load(name: str, n_train: int, n_test: int, seed: int, data_dir: str | None, dtype: str):
+def _load(name: str, n_train: int, n_test: int, seed: int, data_dir: str | None, dtype: str,
+          *, flatten: bool = True):
     opts = {"grayscale": True} if name == "cifar10" else {}
     return data.load(name, n_train=n_train, n_test=n_test, seed=seed,
-                     data_dir=_dataset_dir(name, data_dir), dtype=DTYPES[dtype], **opts)
+                     data_dir=_dataset_dir(name, data_dir), dtype=DTYPES[dtype], flatten=flatten,
+                     **opts)
 
 
 def resolve_datasets(cfg: A1Config) -> tuple[list[str], dict[str, str]]:
@@ -371,6 +442,16 @@ def expand(cfg: A1Config, datasets: Sequence[str] | None = None) -> list[dict[st
     m, t = cfg.model, cfg.training
     train_seeds = set(cfg.seeds[: t.seeds])
     out = []
+    if m.factory is not None:  # one member of the family per width
+        return [{"kind": "a1",
+                 "data": _run_data(cfg, name),
+                 "model": {"width": int(w), "factory": m.factory, "kwargs": dict(m.kwargs),
+                           "source_sha256": m.source_sha256},
+                 "correlations": (dataclasses.asdict(cfg.correlations)
+                                  if cfg.correlations.enabled else None),
+                 "training": dataclasses.asdict(t) if s in train_seeds else None,
+                 "dtype": cfg.dtype, "seed": int(s)}
+                for w in sorted(m.widths) for name in names for s in cfg.seeds]
     for w in sorted(m.widths):
         for name in names:
             for depth in m.depths:
@@ -398,22 +479,36 @@ def expand(cfg: A1Config, datasets: Sequence[str] | None = None) -> list[dict[st
 _DATA_CACHE: dict[tuple[Any, ...], Any] = {}
 
 
+def _run_data(cfg: A1Config, name: str) -> dict[str, Any]:
+    out = {"name": name, "n_train": cfg.data.n_train, "n_test": cfg.data.n_test,
+           "seed": cfg.data.seed, "data_dir": _dataset_dir(name, cfg.data.data_dir)}
+    if not cfg.data.flatten:
+        out["flatten"] = False
+    return out
+
+
 def _dataset(run_cfg: Mapping[str, Any]):
     d = run_cfg["data"]
-    key = (d["name"], d["n_train"], d["n_test"], d["seed"], d["data_dir"], run_cfg["dtype"])
+    flatten = bool(d.get("flatten", True))
+    key = (d["name"], d["n_train"], d["n_test"], d["seed"], d["data_dir"], run_cfg["dtype"],
+           flatten)
     if key not in _DATA_CACHE:
         if len(_DATA_CACHE) > 4:
             _DATA_CACHE.clear()
         opts = {"grayscale": True} if d["name"] == "cifar10" else {}
         _DATA_CACHE[key] = data.load(d["name"], n_train=d["n_train"], n_test=d["n_test"],
-                                     seed=d["seed"], data_dir=d["data_dir"],
+                                     seed=d["seed"], data_dir=d["data_dir"], flatten=flatten,
                                      dtype=DTYPES[run_cfg["dtype"]], **opts)
     return _DATA_CACHE[key]
 
 
-def build_model(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> models.MLP:
-    """The run's MLP at initialisation, seeded by the run's seed."""
+def build_model(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> torch.nn.Module:
+    """The run's MLP at initialisation, seeded by the run's seed (or its family's member:
+    :func:`weakcorr._factory.build`, refused when the factory's source changed)."""
     m = run_cfg["model"]
+    if m.get("factory") is not None:
+        return _factory.build(m, run_cfg["seed"], name="model.factory").to(
+            DTYPES[run_cfg["dtype"]])
     return models.mlp(d_in, [m["width"]] * m["depth"], d_out, activation=m["activation"],
                       parameterization=m["parameterization"], bias=m["bias"],
                       sigma_w=m["sigma_w"], sigma_b=m["sigma_b"], seed=run_cfg["seed"],

@@ -31,8 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["Family", "FactoryTypeError", "check_member", "check_signature", "as_family", "identity", "load", "make", "parse_kwargs", "parse_spec",
+__all__ = ["Family", "FactoryTypeError", "as_family", "check_kwargs", "check_member",
+           "check_signature", "identity", "load", "make", "parse_kwargs", "parse_spec",
            "source_sha256"]
+
 
 class FactoryTypeError(TypeError, ValueError):
     """A factory of the wrong signature or return type: a TypeError, and a ValueError so that the
@@ -94,8 +96,8 @@ def check_signature(fn: Callable[..., Any], kwargs: Mapping[str, Any] | None = N
     """
     shown = spec or getattr(fn, "__qualname__", repr(fn))
     if not callable(fn):
-        raise FactoryTypeError(f"`{name}` must be a function make_model(width, seed) -> nn.Module, got "
-                        f"{type(fn).__name__} {shown!r}")
+        raise FactoryTypeError(f"`{name}` must be a function make_model(width, seed) -> "
+                               f"nn.Module, got {type(fn).__name__} {shown!r}")
     kw = dict(kwargs or {})
     takes_seed = _takes_seed(fn)
     try:
@@ -197,7 +199,7 @@ def load(spec: str, kwargs: Mapping[str, Any] | None = None, *, name: str = "--m
         ValueError: unparsable spec, module not found or failing to import, no such function.
         TypeError: a signature that cannot take (width, seed) or (width) with ``kwargs``.
     """
-    kw = _check_kwargs(kwargs, kwargs_name)
+    kw = check_kwargs(kwargs, kwargs_name)
     where, func = parse_spec(spec, name=name)
     path = _source_path(where, name=name)
     try:
@@ -232,7 +234,7 @@ def load(spec: str, kwargs: Mapping[str, Any] | None = None, *, name: str = "--m
                   source=None if path is None else str(path))
 
 
-def _check_kwargs(kwargs: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
+def check_kwargs(kwargs: Mapping[str, Any] | None, name: str) -> dict[str, Any]:
     if kwargs is None:
         return {}
     if not isinstance(kwargs, Mapping) or not all(
@@ -272,7 +274,7 @@ def parse_kwargs(items: Sequence[str] | None, *, name: str = "--model-kwargs") -
             out[key] = value
         if isinstance(out[key], (dict, set)) or hasattr(out[key], "isoformat"):
             out[key] = value  # mappings and YAML dates stay the text typed
-    return _check_kwargs(out, name)
+    return check_kwargs(out, name)
 
 
 def as_family(make_model: Family | str | Callable[..., Any], kwargs: Mapping[str, Any] | None = None,
@@ -285,7 +287,7 @@ def as_family(make_model: Family | str | Callable[..., Any], kwargs: Mapping[str
         return make_model
     if isinstance(make_model, str):
         return load(make_model, kwargs, name=name, kwargs_name="kwargs")
-    kw = _check_kwargs(kwargs, "kwargs")
+    kw = check_kwargs(kwargs, "kwargs")
     takes_seed = check_signature(make_model, kw, name=name)
     return Family(make_model, spec=getattr(make_model, "__qualname__", repr(make_model)),
                   kwargs=kw, takes_seed=takes_seed)
@@ -344,7 +346,30 @@ def check_member(family: Family, width: int, seed: int, x: torch.Tensor, *,
             fm(fm.params, xb)
     except Exception as err:  # noqa: BLE001 - the user's model failed on the data
         msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"{name} ({family.spec}) at width {width} fails on the data's inputs of "
+        label = name if family.spec in name else f"{name} ({family.spec})"
+        raise ValueError(f"{label} at width {width} fails on the data's inputs of "
                          f"shape {tuple(x.shape[1:])} ({x.dtype}): {type(err).__name__}: {msg}; "
                          "match the model's input to the dataset") from None
     return model
+
+
+def build(model_cfg: Mapping[str, Any], seed: int, *, name: str = "model.factory") -> nn.Module:
+    """The member of a run config's family: ``model_cfg`` holds ``factory``, ``kwargs``,
+    ``source_sha256`` and ``width`` (sweep and A.1 run configs).
+
+    Raises:
+        ValueError: the factory's source no longer has the hash in the run config (it was
+            edited after the sweep was configured: the run would not be the run its id names),
+            or any error of :func:`load`.
+        TypeError: what :func:`make` raises.
+    """
+    spec = model_cfg["factory"]
+    now = source_sha256(spec, name=name)
+    if now != model_cfg.get("source_sha256"):
+        raise ValueError(f"the source of `{name}` {spec!r} changed since the sweep was "
+                         f"configured (sha256 {str(model_cfg.get('source_sha256'))[:12]}... -> "
+                         f"{str(now)[:12]}...); an edited factory is a new protocol: start a new "
+                         "sweep (new --out)")
+    family = load(spec, model_cfg.get("kwargs") or {}, name=name,
+                  kwargs_name=name.rpartition(".")[0] + ".kwargs" if "." in name else "kwargs")
+    return make(family, int(model_cfg["width"]), seed, name=f"`{name}` {spec!r}")

@@ -94,16 +94,7 @@ def build_model(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> nn.Module:
     if m.get("factory") is not None:
         from . import _factory
 
-        now = _factory.source_sha256(m["factory"], name="model.factory")
-        if now != m.get("source_sha256"):
-            raise ValueError(f"the source of `model.factory` {m['factory']!r} changed since the "
-                             "sweep was configured (sha256 "
-                             f"{str(m.get('source_sha256'))[:12]}... -> {str(now)[:12]}...); an "
-                             "edited factory is a new protocol: start a new sweep (new --out)")
-        family = _factory.load(m["factory"], m.get("kwargs") or {}, name="model.factory",
-                               kwargs_name="model.kwargs")
-        model = _factory.make(family, m["width"], run_cfg["seed"],
-                              name=f"`model.factory` {m['factory']!r}")
+        model = _factory.build(m, run_cfg["seed"], name="model.factory")
         return model.to(_DTYPES[run_cfg["training"]["dtype"]])
     extra = {k: m[k] for k in ("sigma_w", "sigma_b") if m.get(k) is not None}
     return models.mlp(

@@ -15,6 +15,13 @@ examples:
   weakcorr a1 a1-demo --out runs/a1-demo
   weakcorr a1 paper-a1 --out out/a1
   weakcorr a1 paper-a1 --out out/a1 --set data.data_dir=~/data --set training.steps=200
+  weakcorr a1 a1-demo --out runs/a1-cnn --model my_models:cnn --no-flatten --set datasets=[digits]
+
+--model MODULE:FUNCTION (or path/to/file.py:FUNCTION) replaces the config's MLPs (depths x
+activations) by your family make_model(width, seed) at the config's widths, with
+--model-kwargs KEY=VALUE ...; the same as model: {factory: ..., kwargs: {...}} in CONFIG. Its
+runs hash the factory's source sha256 (an edited factory is a new protocol, refused in DIR).
+--no-flatten keeps images as [N, C, H, W] (data.flatten: false).
 
 One JSON per (dataset, depth, activation, width, seed) is written atomically to
 DIR/runs/<run_id>.json; rerunning skips finished runs. Then DIR/report.md, DIR/summary.json and
@@ -24,11 +31,8 @@ holding an A.1 sweep of other settings, or an App. A.2 sweep, is refused.
 Datasets: mnist5k (bundled) always; mnist, fashion-mnist, cifar10 (grayscale) when
 data.data_dir holds them (subfolders mnist/, fashion-mnist/, cifar10/).
 
-Cost of paper-a1 on 2 CPU cores, one worker (measured): a width-1024, 3-hidden-layer run takes
-about 25 s for the correlations at init and about 43 s for 1,000 full-batch steps of f and
-f_lin (58 s before training took paired_sgd's hand-written passes); 216 runs (3 activations x
-3 depths x 8 widths x 3 seeds, 1 seed trained) took 50 min then, so the preset's 288 runs (with
-GELU) at most about 65 min. Runs go in order of width, so an interrupted sweep has every net at
+Cost of paper-a1 on 2 CPU cores (measured): about an hour; per run and per stage in
+benchmarks/RESULTS.md. Runs go in order of width, so an interrupted sweep has every net at
 the smaller widths; rerun to resume.
 """
 
@@ -47,6 +51,13 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="the sweep directory")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. training.steps=50 (repeatable)")
+    p.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                   help="your model family make_model(width, seed) (or path/to/file.py:FUNCTION) "
+                        "instead of the config's MLPs")
+    p.add_argument("--model-kwargs", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="keyword arguments for --model (YAML values: 2, 0.5, true, [1, 2], text)")
+    p.add_argument("--no-flatten", action="store_true",
+                   help="keep images as [N, C, H, W] (for --model CNNs; data.flatten: false)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="local worker processes (default 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
@@ -58,8 +69,21 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _check_family(cfg: Any, name: str) -> None:
+    from .. import _a1, _factory
+
+    family = _factory.load(cfg.model.factory, dict(cfg.model.kwargs), name=name,
+                           kwargs_name="--model-kwargs" if name == "--model" else "model.kwargs")
+    ok, _ = _a1.resolve_datasets(cfg)
+    for dataset in ok:
+        x = _a1._load(dataset, cfg.data.n_train, cfg.data.n_test, cfg.data.seed,
+                      cfg.data.data_dir, cfg.dtype, flatten=cfg.data.flatten).X_train
+        _factory.check_member(family, min(cfg.model.widths), cfg.seeds[0], x,
+                              name=f"`{name}` {cfg.model.factory!r} on dataset {dataset!r}")
+
+
 def run(args: argparse.Namespace) -> int:
-    from .. import _a1, _a1_report
+    from .. import _a1, _a1_report, _factory
     from .sweep import progress_bar, summary_line
 
     if args.workers < 1:
@@ -74,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("`CONFIG|PRESET` is missing: pass a YAML file or a preset "
                              f"({', '.join(_a1.presets())}), e.g. `weakcorr a1 a1-demo --out "
                              f"{args.out}`; or add --report-only to rewrite DIR's report")
-        cfg = _a1.load_config(args.config, args.overrides)
+        if args.model is None and args.model_kwargs:
+            raise ValueError("`--model-kwargs` needs `--model` (they are passed to your "
+                             "factory); add --model MODULE:FUNCTION or drop --model-kwargs")
+        kwargs = _factory.parse_kwargs(args.model_kwargs)
+        cfg = _a1.load_config(args.config, args.overrides, model=args.model, model_kwargs=kwargs,
+                              flatten=False if args.no_flatten else None)
         if args.device.startswith("cuda"):
             import torch
 
@@ -82,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"`--device` is {args.device!r} but CUDA is not available here;"
                                  " use --device cpu")
         _a1_report.check_out_dir(args.out, cfg, name="--out")
+        if cfg.model.factory is not None:  # import, signature, return type, data: before any run
+            _check_family(cfg, "--model" if args.model else "model.factory")
         if cfg.training.seeds > len(cfg.seeds):
             n = len(cfg.seeds)
             print(f"weakcorr a1: note: `training.seeds` ({cfg.training.seeds}) is more than the "
