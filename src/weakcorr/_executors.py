@@ -440,7 +440,9 @@ class DaskExecutor:
                         yield elsewhere  # type: ignore[misc]
                     if not task.run_ids:
                         continue
-                    fut = client.submit(_run_records, task.runner, task.configs, task.device,
+                    # the whole seed batch (RunTask.batch), as execute_task trains it
+                    trained = getattr(task, "batch", ()) or task.configs
+                    fut = client.submit(_run_records, task.runner, trained, task.device,
                                         self.threads_per_worker, key=key, pure=False)
                 else:
                     fut = client.submit(_Threaded(fn, self.threads_per_worker), task, key=key,
@@ -522,6 +524,7 @@ def _restore_logs(saved: list[tuple[Any, Any, int, bool]]) -> None:
         log.propagate = propagate
     if ours is not None:
         ours.close()
+        ours.stream.close()  # a StreamHandler leaves its stream open
 
 
 def _log_to_file() -> tuple[str, list[tuple[Any, Any, int, bool]]]:

@@ -52,7 +52,7 @@ __all__ = [
     "DaskExecutor", "DaskLocalExecutor", "Executor", "InProcessExecutor", "LocalPoolExecutor",
     "PerRun", "RunOutcome", "RunTask", "Runner", "SupervisedPoolExecutor", "SweepEvent",
     "SweepPlan", "SweepSummary", "check_out_dir", "execute_all", "execute_task", "plan",
-    "run_sweep",
+    "run_sweep", "seed_batches",
 ]
 
 T = TypeVar("T")
@@ -428,6 +428,7 @@ def run_sweep(
     _check_device(device)
     if workers < 1:
         raise ValueError(f"`workers` must be >= 1, got {workers}")
+    check_writable_dir(out_dir, "--out")  # '' would be the current directory
     store = store or ClaimingRunStore(out_dir)
     old_manifest = check_out_dir(cfg, store)
     _check_runs_dir(store)
