@@ -39,6 +39,7 @@ __all__ = [
     "auto_order",
     "dual_cross",
     "dual_diag",
+    "kernel_distance",
     "quadrature_dual",
     "kernels",
     "layer_coefficients",
@@ -88,7 +89,7 @@ class LimitSpec:
 
 
 def spec_of(
-    model: object, sigma_w: float | None, sigma_b: float | None
+    model: object, sigma_w: float | None, sigma_b: float | None, at_model_widths: bool = False
 ) -> LimitSpec:
     """Recognise a weakcorr MLP and read its coefficients; one-line errors otherwise."""
     if not isinstance(model, MLP):
@@ -146,14 +147,21 @@ def spec_of(
             raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
     layers = layer_coefficients(param, widths, bias,
                                 0.0 if sigma_w is None else float(sigma_w),
-                                0.0 if sigma_b is None else float(sigma_b))
+                                0.0 if sigma_b is None else float(sigma_b),
+                                at_model_widths=at_model_widths)
     return LimitSpec(act, layers, float(model.output_scale), widths[0], widths[-1], param)
 
 
 def layer_coefficients(
-    param: Parameterization, widths: list[int], bias: bool, sigma_w: float, sigma_b: float
+    param: Parameterization, widths: list[int], bias: bool, sigma_w: float, sigma_b: float,
+    *, at_model_widths: bool = False,
 ) -> tuple[LayerCoefficients, ...]:
     """ω, β, γ, ε, ρ per layer, in the limit n → ∞ at fixed ratios n_l / n_1.
+
+    With ``at_model_widths`` the recursion is evaluated at the model's own widths, keeping
+    the terms that vanish in the limit: standard: ω = ρ = 1/3, β_l = 1/(3 n_{l-1}),
+    γ_l = n_{l-1}, ε = 1 (the kernel itself, not divided by n_1); mup: the output layer's
+    ω = σ_w²/n_L; ntk: unchanged.
 
     * ntk: a_l = σ_w/√n_{l-1}, s = t = 1, c_l = σ_b: ω = ρ = γ = σ_w², β = ε = σ_b²
       (width-free: the limit is the formula of neural-tangents' stax).
@@ -174,6 +182,8 @@ def layer_coefficients(
         last = l_idx == n_layers - 1
         if param is Parameterization.NTK:
             c = LayerCoefficients(sigma_w**2, b * sigma_b**2, sigma_w**2, b * sigma_b**2, sigma_w**2)
+        elif param is Parameterization.STANDARD and at_model_widths:
+            c = LayerCoefficients(1.0 / 3.0, b / (3.0 * fan_in), float(fan_in), b, 1.0 / 3.0)
         elif param is Parameterization.STANDARD:
             first = l_idx == 0
             c = LayerCoefficients(
@@ -184,7 +194,8 @@ def layer_coefficients(
             gamma = float(fan_out * fan_in) if l_idx == 0 else float(fan_in)
             c = LayerCoefficients(sigma_w**2, b * sigma_b**2, gamma, b * fan_out, sigma_w**2)
         else:  # mup output layer
-            c = LayerCoefficients(0.0, b * sigma_b**2, 1.0, b, sigma_w**2 / fan_in)
+            omega = sigma_w**2 / fan_in if at_model_widths else 0.0
+            c = LayerCoefficients(omega, b * sigma_b**2, 1.0, b, sigma_w**2 / fan_in)
         out.append(c)
     return tuple(out)
 
@@ -342,3 +353,26 @@ def kernels(
         k22 = k11 if same else layer.omega * e22 + layer.beta
     s2 = spec.output_scale**2
     return s2 * k, (s2 * theta if theta is not None else None)
+
+
+def kernel_distance(model: object, x: Tensor) -> float | None:
+    """‖Θ_n − Θ∞‖_F / ‖Θ∞‖_F on the inputs ``x`` (every input and output pair), or ``None``.
+
+    Θ_n is the model's empirical NTK (η = 1) at its current parameters, Θ∞ the recursion at
+    the model's own widths (``at_model_widths``: the kernel Θ_n fluctuates around, whose
+    distance falls like n^-1/2).  ``None`` when the model is not a weakcorr MLP or is a mup
+    model (which does not record σ_w, σ_b).
+    """
+    from .ntk import empirical_ntk
+
+    try:
+        spec = spec_of(model, None, None, True)
+    except (TypeError, ValueError):
+        return None
+    xd = x.detach().to(torch.float64)
+    _, theta = kernels(spec, xd, None, want_ntk=True, diagonal=False)
+    assert theta is not None
+    emp = empirical_ntk(model, x.detach()).to(torch.float64)   # type: ignore[arg-type]
+    eye = torch.eye(spec.d_out, dtype=torch.float64, device=emp.device)
+    lim = theta.to(emp.device)[..., None, None] * eye
+    return float((emp - lim).norm() / lim.norm())

@@ -73,6 +73,7 @@ def nngp(
     diagonal_inputs: bool = False,
     per_output: bool = False,
     quadrature: int | None = DEFAULT_QUADRATURE,
+    at_model_widths: bool = False,
 ) -> Tensor:
     """The infinite-width NNGP kernel lim E[f_i(x1_a) f_j(x2_b)] = K(x1_a, x2_b) δ_ij.
 
@@ -89,6 +90,11 @@ def nngp(
         per_output: return the scalar kernel K [B1, B2] (neural-tangents' convention).
         quadrature: quadrature nodes per dimension (GELU, sigmoid, tanh); ``None`` (default)
             chooses them per layer for an error below 1e-8 (see the module docstring).
+        at_model_widths: evaluate the recursion at the model's own widths, keeping the terms
+            that vanish as the width grows (``standard``: the kernel itself with its O(1)
+            first-layer and bias terms, not divided by n_1; ``mup``: the output's σ_w² E/n_L
+            NNGP term; ``ntk``: no change) — the mean-field kernel a finite network
+            fluctuates around, O(n^-1/2) away (what ``diagnose`` compares against).
 
     Returns:
         ``[B1, B2, d_y, d_y]`` (K ⊗ I) by default, ``[B1, B2]`` with ``trace_outputs`` or
@@ -108,7 +114,7 @@ def nngp(
         [0.25, 0.079577, 0.079577, 0.25]
     """
     return _kernel(model, x1, x2, "nngp", sigma_w, sigma_b, trace_outputs, diagonal_inputs,
-                   per_output, quadrature)
+                   per_output, quadrature, at_model_widths)
 
 
 def ntk(
@@ -122,6 +128,7 @@ def ntk(
     diagonal_inputs: bool = False,
     per_output: bool = False,
     quadrature: int | None = DEFAULT_QUADRATURE,
+    at_model_widths: bool = False,
 ) -> Tensor:
     """The infinite-width NTK Θ∞(x1_a, x2_b)_{ij} = Θ∞(x1_a, x2_b) δ_ij (η = 1).
 
@@ -140,15 +147,17 @@ def ntk(
         [0.5, 0.079577, 0.079577, 0.5]
     """
     return _kernel(model, x1, x2, "ntk", sigma_w, sigma_b, trace_outputs, diagonal_inputs,
-                   per_output, quadrature)
+                   per_output, quadrature, at_model_widths)
 
 
 def _kernel(
     model: nn.Module, x1: Tensor, x2: Tensor | None, which: str, sigma_w: float | None,
     sigma_b: float | None, trace_outputs: bool, diagonal_inputs: bool, per_output: bool,
-    quadrature: int | None,
+    quadrature: int | None, at_model_widths: bool,
 ) -> Tensor:
-    spec = _limits.spec_of(model, sigma_w, sigma_b)
+    if not isinstance(at_model_widths, bool):
+        raise TypeError(f"`at_model_widths` must be True or False, got {at_model_widths!r}.")
+    spec = _limits.spec_of(model, sigma_w, sigma_b, at_model_widths)
     _check_inputs(spec.d_in, x1, x2, diagonal_inputs)
     if quadrature is not None and (isinstance(quadrature, bool) or not isinstance(quadrature, int)
                                    or not 8 <= quadrature <= 2048):

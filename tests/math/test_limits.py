@@ -202,8 +202,8 @@ def test_one_hidden_layer_monte_carlo(act, param):
 )
 def test_deep_monte_carlo(act, param):
     # Depth 3, width 256: mean over networks within 4.5 SE plus an O(1/n) bias allowance
-    # (3 % at n = 256; for standard, whose kernel/n_1 drops O(1) terms and whose uniform first
-    # layer is Gaussian only as d_in grows, inputs of d_in = 64 entries ±1/8).
+    # (3 % at n = 256; standard is compared at the model's widths, and its uniform first
+    # layer is Gaussian only as d_in grows: inputs of d_in = 64 entries ±1/8).
     width, d_in = 256, 64
     gen = torch.Generator().manual_seed(2)
     x = (torch.randint(0, 2, (3, d_in), generator=gen).to(D) * 2 - 1) / 8
@@ -212,11 +212,41 @@ def test_deep_monte_carlo(act, param):
                          seed=s, dtype=D, **kw)
     net, ntks, outs = _mc_kernels(make, x, 30)
     lk = kw if param == "mup" else {}
-    scale = width if param == "standard" else 1
-    _assert_within_se(ntks / scale, limits.ntk(net, x, per_output=True, **lk), bias=0.03)
+    lim = limits.ntk(net, x, per_output=True, at_model_widths=param == "standard", **lk)
+    _assert_within_se(ntks, lim, bias=0.03)
     if param == "ntk":
         cov = torch.einsum("sai,sbi->siab", outs, outs).reshape(-1, 3, 3)
         _assert_within_se(cov, limits.nngp(net, x, per_output=True, **lk), bias=0.03)
+
+
+@pytest.mark.parametrize("param", ["standard", "mup"])
+def test_at_model_widths_tends_to_the_limit(param):
+    # The width-aware recursion (O(1/n) terms kept), scaled as the limit is, converges to it:
+    # standard's NTK / n_1, mup's output NNGP (σ_b² + σ_w² E / n_L).
+    x = torch.randn(3, 5, dtype=D, generator=torch.Generator().manual_seed(0))
+    kw = dict(sigma_w=1.1, sigma_b=0.4) if param == "mup" else {}
+    fn = limits.ntk if param == "standard" else limits.nngp
+    lim = fn(mlp(5, [4, 8], 2, activation="erf", parameterization=param, **kw), x,
+             per_output=True, **kw)
+    gaps = []
+    for n in (50, 2000):
+        net = mlp(5, [n, 2 * n], 2, activation="erf", parameterization=param, seed=0, **kw)
+        k = fn(net, x, per_output=True, at_model_widths=True, **kw)
+        k = k / n if param == "standard" else k
+        gaps.append(float((k - lim).abs().max() / lim.abs().max()))
+        # the limit depends on the width ratios only
+        torch.testing.assert_close(fn(net, x, per_output=True, **kw), lim, rtol=1e-12, atol=0)
+    assert gaps[1] < 2e-2 and gaps[1] < gaps[0] / 20  # O(1/n): 40x wider, 40x closer
+
+
+def test_kernel_distance():
+    x = torch.randn(4, 6, dtype=D, generator=torch.Generator().manual_seed(0))
+    net = mlp(6, [32], 2, activation="relu", parameterization="ntk", seed=0, dtype=D)
+    emp = empirical_ntk(net, x)
+    lim = limits.ntk(net, x)
+    assert _limits.kernel_distance(net, x) == pytest.approx(float((emp - lim).norm() / lim.norm()),
+                                                            rel=1e-12)
+    assert _limits.kernel_distance(torch.nn.Linear(6, 2), x) is None
 
 
 def test_bad_input():
