@@ -231,7 +231,7 @@ def check_out_dir(config: CorrelationSweep, out_dir: str | os.PathLike[str]) -> 
     for path in sorted(root.glob("corr_w*_s*.json")):
         try:
             record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        except Exception:  # noqa: BLE001 - RecursionError, MemoryError too: recomputed
             continue  # an unreadable record is recomputed and overwritten
         if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
             continue
@@ -403,9 +403,9 @@ def _existing(path: Path | None, config: CorrelationSweep, width: int) -> dict[s
         return None
     try:
         record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except Exception:  # noqa: BLE001 - any unreadable record (a 100,000-deep JSON too) is redone
         return None
-    if record.get("status") != "ok" or record.get("config") != _config_key(config, width):
+    if not isinstance(record, dict) or record.get("status") != "ok" or record.get("config") != _config_key(config, width):
         return None
     return record
 

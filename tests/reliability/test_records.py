@@ -242,3 +242,21 @@ def test_a_run_redone_alone_gets_the_bits_of_its_batch(tmp_path):
     assert b["seed_batch"] == [0, 1, 2]
     others = [r for r in _ids(cfg) if r != lost]
     assert all(RunStore(full).read(r) == RunStore(again).read(r) for r in others)  # untouched
+
+
+# -- correlations directories
+
+
+def test_correlations_recompute_corrupt_records(tmp_path, capsys):
+    """A 100,000-deep JSON or a list in a correlations record was a RecursionError /
+    AttributeError traceback in `weakcorr correlations`; now the record is recomputed."""
+    out = tmp_path / "corr"
+    out.mkdir()
+    (out / "corr_w4_s0.json").write_text(_deep(100_000))
+    (out / "corr_w4_s1.json").write_text("[1, 2]")
+    args = ["correlations", "--width", "4", "--depth", "1", "--activation", "tanh",
+            "--dataset", "teacher", "--n-inputs", "3", "--orders", "2", "--seeds", "2",
+            "--dtype", "float64", "--quiet", "--out", str(out)]
+    assert cli.main(args) == 0, capsys.readouterr().err
+    for s in (0, 1):
+        assert json.loads((out / f"corr_w4_s{s}.json").read_text())["status"] == "ok"
