@@ -405,7 +405,8 @@ def _existing(path: Path | None, config: CorrelationSweep, width: int) -> dict[s
         record = json.loads(path.read_text())
     except Exception:  # noqa: BLE001 - any unreadable record (a 100,000-deep JSON too) is redone
         return None
-    if not isinstance(record, dict) or record.get("status") != "ok" or record.get("config") != _config_key(config, width):
+    if not isinstance(record, dict) or record.get("status") != "ok" or (
+            record.get("config") != _config_key(config, width)):
         return None
     return record
 
