@@ -285,6 +285,7 @@ def _killed_at_width_8(c, device):
     return {"status": "ok", "metrics": {}, "kind": "a1"}
 
 
+@pytest.mark.slow  # 4.4 s (a 2-worker pool); A.2's pool deaths stay default (tests/sweep, faults)
 def test_worker_killed_mid_run_is_recorded_failed_and_the_rest_go_on(tmp_path):
     cfg = _a1.from_dict(tiny(model={"widths": [4, 8], "depths": [1], "activations": ["relu"]},
                              seeds=1, training={"seeds": 0}))
