@@ -39,7 +39,7 @@ import torch
 
 from . import __version__, _factory, data, models, train
 from . import correlations as C
-from ._inputs import clip, read_config_text
+from ._inputs import clip, describe, read_config_text
 from .config import (MAX_DEPTH, MAX_SAMPLES, MAX_STEPS, _bool, _fail, _float, _int, _mapping,
                      _read_yaml, _seeds, _widths)
 from .functional import functional
@@ -159,7 +159,7 @@ def _choices(path: str, value: Any, allowed: Sequence[str], *, many: bool) -> An
     for i, v in enumerate(items):
         if v not in allowed:
             where = f"{path}[{i}]" if many else path
-            raise ValueError(f"`{where}` must be one of {', '.join(allowed)}, got {v!r}")
+            raise ValueError(f"`{where}` must be one of {', '.join(allowed)}, got {describe(v)}")
     if many and len(set(items)) != len(items):
         raise _fail(path, value, "a list without repeats")
     return tuple(items) if many else value

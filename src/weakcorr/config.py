@@ -459,7 +459,7 @@ def _data_options(raw: Any, name: Any) -> tuple[tuple[str, Any], ...]:
         return ()
     if name != "teacher":
         raise ValueError(f"`data.options` applies to data.name 'teacher' only, got data.name "
-                         f"{name!r}; remove data.options")
+                         f"{_describe(name)}; remove data.options")
     raw = _mapping("data.options", raw, tuple(_TEACHER_OPTIONS))
     out = {k: (_int(f"data.options.{k}", v, minimum=1, maximum=1_000_000)
                if _TEACHER_OPTIONS[k] == "int"
