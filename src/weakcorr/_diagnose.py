@@ -17,6 +17,9 @@ training. :func:`analyze` turns these measurements into exponents and verdicts:
   against s over the later half of training at the largest width, with a CI over seeds;
 * Eq. 18 (optional ``r``): training again with η(n)·r(n) should move the error exponent by at
   most the exponent of r.
+* the infinite width (weakcorr MLPs, :mod:`weakcorr.limits`): ‖Θ_n − Θ∞‖_F/‖Θ∞‖_F on the
+  correlation inputs, Θ∞ at the model's widths (expected n^-1/2); and for MSE whether η(n)
+  is below the critical lr B·d_y/λ_max(Θ) (:func:`weakcorr.ntk.spectrum`) at each width.
 
 Bounds use the highest quantile's exponent (the stochastic O of Def. 2.1 is an upper bound).
 A comparison (:func:`weakcorr.fits.decide`) is "not consistent" when the exponent's CI lies
@@ -44,12 +47,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import _a1, _factory, _torchdata
+from . import _a1, _factory, _limits, _torchdata
 from ._files import check_writable_dir
 from . import correlations as C
 from .asymptotics import MIN_NS, MIN_SAMPLES, fit_order
 from .fits import INCONCLUSIVE, decide, loglog_slope, mean_interval
 from .functional import functional
+from .ntk import spectrum as ntk_spectrum
 from .train import paired_sgd
 
 __all__ = ["DiagnoseResult", "Exponent", "Measurement", "Verdict", "analyze", "bound_verdict",
@@ -61,7 +65,10 @@ QUANTITIES = ("c02", "c03", "c11", "hg_ratio")
 COR41_SCALE = 1.0
 LABELS = {"error": "RMS(F − F_lin) after S steps", "c02": "C^{0,2}", "c03": "C^{0,3}",
           "c11": "‖C^{1,1}‖", "hg_ratio": "‖∇²f‖/‖∇f‖", "error_r": "RMS(F − F_lin) with lr·r(n)",
-          "c2_exact": "C^{0,2}", "c3_exact": "C^{0,3}", "c11_same": "‖C^{1,1}‖"}
+          "c2_exact": "C^{0,2}", "c3_exact": "C^{0,3}", "c11_same": "‖C^{1,1}‖",
+          "kernel_distance": "‖Θ_n − Θ∞‖_F/‖Θ∞‖_F"}
+#: Training inputs on which the critical lr B·d_y/λ_max is estimated (at most).
+CRITICAL_LR_INPUTS = 256
 
 
 @dataclasses.dataclass
@@ -75,6 +82,8 @@ class Measurement:
     c03: float | None = None
     c11: float | None = None
     hg_ratio: float | None = None
+    kernel_distance: float | None = None  # ‖Θ_n − Θ∞‖_F/‖Θ∞‖_F (weakcorr MLPs, _limits)
+    critical_lr: float | None = None      # B·d_y/λ_max of Θ (first seed of each width)
     error: float | None = None
     error_r: float | None = None
     output_rms: float = 1.0
@@ -309,6 +318,9 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
     if r_exponent is not None:
         exps["error_r"] = fit_exponent("error_r", by_width("error_r"), floor=floor,
                                        n_boot=n_boot, level=level, seed=seed)
+    if any(m.kernel_distance is not None for m in at_init):
+        exps["kernel_distance"] = fit_exponent("kernel_distance", by_width("kernel_distance",
+                                               at_init), n_boot=n_boot, level=level, seed=seed)
     span = f"n = {widths[0]}–{widths[-1]}" if widths else "no widths"
     verdicts: list[Verdict] = []
     err = exps["error"]
@@ -387,8 +399,43 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
         else:
             verdicts.append(Verdict("Eq. 18", "not assessed",
                                     f"error {err.text()}, with r(n): {er.text()}"))
+    verdicts += _kernel_verdicts(exps, ms)
     return DiagnoseResult(list(measurements), exps, mu, dev_slopes, verdicts,
                           dict(settings or {}))
+
+
+def _kernel_verdicts(exps: Mapping[str, Exponent], ms: Sequence[Measurement]) -> list[Verdict]:
+    """The infinite-width checks (issue 17): kernel convergence and lr against 2/λ_max."""
+    out = []
+    kd = exps.get("kernel_distance")
+    if kd is not None:
+        c = kd.central
+        if kd.status == "fit" and c is not None:
+            # Θ_n − Θ∞ = O(n^-1/2): the median exponent against −1/2, resolved to 1/2.
+            dec = decide(c[0], c[1:], bound=-0.5, scale=0.5, loose_bound=-0.25)
+            label, detail = dec.label(), (f"median n^{c[0]:+.2f} [{c[1]:+.2f}, {c[2]:+.2f}], "
+                                          f"expected n^-1/2 (q95 {kd.text()})")
+        else:
+            label, detail = "not assessed", f"{kd.text()} {kd.note}".strip()
+        out.append(Verdict("NTK → Θ∞ (‖Θ_n − Θ∞‖_F/‖Θ∞‖_F = O(n^-1/2))", label, detail))
+    crit = {m.width: (m.lr, m.critical_lr) for m in ms if m.critical_lr is not None}
+    if crit:
+        above = [w for w, (lr, c) in crit.items() if lr >= c]
+        parts = ", ".join(f"n={w}: lr/lr_crit = {lr / c:.3g}" for w, (lr, c) in sorted(crit.items()))
+        out.append(Verdict(
+            "Stability (lr below the critical lr B·d_y/λ_max(Θ) of full-batch MSE, App. F)",
+            "not consistent" if above else "consistent",
+            parts + (f"; above at n = {above}" if above else "")
+            + f" (λ_max by Lanczos on ≤ {CRITICAL_LR_INPUTS} training inputs, first seed)"))
+    return out
+
+
+def _critical_lr(fm: Any, x: torch.Tensor) -> float | None:
+    """B·d_y/λ_max of the empirical NTK on ``x`` (:func:`weakcorr.ntk.spectrum`), or None."""
+    try:
+        return float(ntk_spectrum(fm, x, k=1, tol=1e-6).critical_lr)
+    except (ValueError, RuntimeError):
+        return None
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -563,6 +610,11 @@ def diagnose(
                 m.output_rms = float(fm(fm.params, x_te).pow(2).mean().sqrt())
             diag = C.diagonal(fm, Xd, orders=(2, 3), lr=lr_n)
             m.c02, m.c03 = (float(diag[k].double().pow(2).mean().sqrt()) for k in (2, 3))
+            m.kernel_distance = _limits.kernel_distance(model, Xd)
+            if s == seed_list[0] and loss == "mse":  # the width's critical lr (full-batch MSE)
+                n_crit = min(CRITICAL_LR_INPUTS, batch_size or len(data.X_train))
+                xc = data.X_train[:n_crit].to(device=dev, dtype=Xd.dtype)
+                m.critical_lr = _critical_lr(fm, xc)
             gen = torch.Generator().manual_seed(s)
             m.c11 = max(float(C.norm(fm, Xd[:1], [xs], D=1, lr=lr_n, restarts=norm_restarts,
                                      generator=gen).value) for xs in (Xd[:1], Xd[1:2]))

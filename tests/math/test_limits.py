@@ -315,3 +315,44 @@ def test_gd_mse_per_output_kernel(small_problem):
     for got in (a, b):
         torch.testing.assert_close(got[0], f_tr, rtol=0, atol=1e-10)
         torch.testing.assert_close(got[1], f_te, rtol=0, atol=1e-10)
+
+
+# --- diagnose's infinite-width checks --------------------------------------------------------------
+
+def _measurements(kd_exponent, lr_over_crit):
+    from weakcorr._diagnose import Measurement
+
+    rng = np.random.default_rng(0)
+    out = []
+    for w in (16, 32, 64, 128, 256):
+        for s in range(6):
+            out.append(Measurement(
+                width=w, seed=s, lr=0.1, c02=w**-1.0, c03=w**-1.5, c11=w**-0.5,
+                kernel_distance=w**kd_exponent * math.exp(0.05 * rng.standard_normal()),
+                critical_lr=0.1 / lr_over_crit(w) if s == 0 else None,
+                error=w**-1.0 * math.exp(0.05 * rng.standard_normal()),
+                curve=[(k, 1e-3) for k in range(1, 20)]))
+    return out
+
+
+def test_diagnose_kernel_convergence_and_stability_verdicts():
+    from weakcorr._diagnose import analyze
+
+    res = analyze(_measurements(-0.5, lambda w: 0.5), n_boot=200)
+    kd = res.exponents["kernel_distance"]
+    assert kd.status == "fit" and kd.central[1] <= -0.5 <= kd.central[2]
+    got = {v.claim.split(" (")[0]: v for v in res.verdicts}
+    assert got["NTK → Θ∞"].verdict == "consistent"
+    assert got["Stability"].verdict == "consistent" and "n=256: lr/lr_crit = 0.5" in got["Stability"].detail
+    # a kernel that does not converge, an lr above the critical one at the widest width
+    res = analyze(_measurements(0.0, lambda w: 1.5 if w == 256 else 0.5), n_boot=200)
+    got = {v.claim.split(" (")[0]: v for v in res.verdicts}
+    assert got["NTK → Θ∞"].verdict == "not consistent"
+    assert got["Stability"].verdict == "not consistent" and "above at n = [256]" in got["Stability"].detail
+    # no kernel measured (not a weakcorr MLP): no such verdicts, no exponent
+    ms = _measurements(-0.5, lambda w: 0.5)
+    for m in ms:
+        m.kernel_distance = m.critical_lr = None
+    res = analyze(ms, n_boot=100)
+    assert "kernel_distance" not in res.exponents
+    assert not [v for v in res.verdicts if v.claim.startswith(("NTK", "Stability"))]
