@@ -40,6 +40,11 @@ def supports_structured(fm: FunctionalModel | nn.Module) -> bool:
     return _ntk.chain_of(fm) is not None
 
 
+def _why_not_structured(fm: FunctionalModel, x1: Tensor) -> str:
+    why = _ntk.chain_or_reason(fm)
+    return why if isinstance(why, str) else f"inputs must be 2-D, got {x1.ndim}-D"
+
+
 def empirical_ntk(
     fm: FunctionalModel | nn.Module,
     x1: Tensor,
@@ -112,8 +117,8 @@ def empirical_ntk(
             f"`implementation`='structured' needs a network of affine layers and elementwise "
             f"activations on 2-D inputs (weakcorr.models.MLP, or nn.Sequential of nn.Linear and "
             f"activation modules, every parameter trainable, no buffers); got "
-            f"{type(fm.module).__name__} on inputs of shape {tuple(x1.shape)}. "
-            "Use implementation='vp' or 'auto'."
+            f"{type(fm.module).__name__} on inputs of shape {tuple(x1.shape)}"
+            f" ({_why_not_structured(fm, x1)}). Use implementation='vp' or 'auto'."
         )
     kwargs = dict(trace=trace_outputs, diagonal=diagonal_inputs, max_memory_gb=budget)
     if chain is not None:
