@@ -153,3 +153,18 @@ def test_images_unflattened(digits):
     img = data.load("digits", n_train=40, n_test=8, seed=3, flatten=False)
     assert img.X_train.shape == (40, 1, 8, 8)
     torch.testing.assert_close(img.X_train.reshape(40, -1), digits.X_train, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_diagnose_gives_the_same_measurements_from_a_torch_pair(digits):
+    import weakcorr as wc
+
+    def fam(width):
+        return torch.nn.Sequential(torch.nn.Linear(64, width), torch.nn.Tanh(),
+                                   torch.nn.Linear(width, 10))
+
+    kw = dict(widths=[2, 3, 4], lr=0.1, steps=2, seeds=5, n_inputs=2, hessian_iters=0,
+              norm_restarts=1, n_boot=40)
+    ref = wc.diagnose(fam, digits, **kw)
+    got = wc.diagnose(fam, _forms(digits)["dataloader"], **kw)
+    assert [m.__dict__ for m in got.measurements] == [m.__dict__ for m in ref.measurements]
