@@ -276,8 +276,10 @@ def _implementation(requested: str, model: nn.Module, linearized: bool, probe_nt
     from . import _vmap_train
 
     why = None
-    if not _vmap_train.supports([model]):
-        why = f"the model is not a weakcorr MLP (models.mlp), got {type(model).__name__}"
+    refused = _vmap_train.refusal([model])
+    if refused is not None:
+        why = (f"the model is not a weakcorr MLP (models.mlp) the hand-written passes take "
+               f"({refused}), got {type(model).__name__}")
     elif not linearized:
         why = "linearized=False"
     elif probe_ntk:

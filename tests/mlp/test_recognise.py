@@ -216,3 +216,20 @@ def test_hardsigmoid_derivatives_in_closed_form():
     torch.testing.assert_close(got[1], dphi, rtol=3e-8, atol=0)
     assert not got[2].any() and not got[3].any()
     assert len(_mlp.derivatives(nn.Hardsigmoid(), z, 1)) == 2
+
+
+def test_a_frozen_weight_keeps_paired_sgd_off_the_hand_written_passes():
+    """A frozen parameter is not trained: auto takes autodiff (it took the seed-batch passes,
+    which trained it), and asking for them says why."""
+    from weakcorr import data, train
+
+    ds = data.load("teacher", n_train=16, n_test=4, seed=0, dtype=D64)
+    model = models.mlp(16, 6, 10, activation="tanh", seed=0, dtype=D64)
+    model.linears[0].bias.requires_grad_(False)
+    kw = dict(lr=0.1, steps=3, batch_size=8, seed=0)
+    res = train.paired_sgd(model, ds, return_params=True, **kw)
+    assert res.config["implementation"] == "autograd"
+    assert "linears.0.bias" not in res.params["theta"]
+    with pytest.raises(ValueError, match=r"`implementation='mlp'` does not apply: .*\(its "
+                                         r"parameters \['linears.0.bias'\] are frozen"):
+        train.paired_sgd(model, ds, implementation="mlp", **kw)

@@ -265,8 +265,7 @@ def training_layers(module: nn.Module) -> Layered | str:
     if isinstance(chain, str):
         return chain
     if not _is_weakcorr_mlp(module):
-        return (f"the hand-written training passes take weakcorr MLPs (models.mlp), got "
-                f"{type(module).__name__}")
+        return "the hand-written training passes take weakcorr MLPs (models.mlp) only"
     scale = 1.0
     if isinstance(chain[-1], ScaleOp):
         scale, chain = chain[-1].scale, chain[:-1]
