@@ -467,9 +467,12 @@ def paired_sgd_seeds(
         ValueError: unsupported models or options, or bad arguments.
     """
     start = time.perf_counter()
-    if len(models) != len(seeds) or not supports(models):
-        raise ValueError("`models` must be same-shaped weakcorr MLPs, one per seed in `seeds`; "
-                         "train other models one at a time with train.paired_sgd.")
+    why = refusal(models)
+    if why is None and len(models) != len(seeds):
+        why = f"{len(models)} models for {len(seeds)} seeds"
+    if why is not None:
+        raise ValueError(f"`models` must be same-shaped weakcorr MLPs, one per seed in `seeds` "
+                         f"({why}); train other models one at a time with train.paired_sgd.")
     if probe_ntk:
         raise ValueError("`probe_ntk` is not supported when training seeds together; use "
                          "train.paired_sgd one seed at a time.")
