@@ -108,10 +108,11 @@ def check_signature(fn: Callable[..., Any], kwargs: Mapping[str, Any] | None = N
         sig.bind(*((64, 0) if takes_seed else (64,)), **kw)
     except TypeError as err:
         extra = f" with keyword arguments {sorted(kw)}" if kw else ""
-        raise FactoryTypeError(f"`{name}` {shown!r} has the signature {sig}, which cannot be called as "
-                        f"make_model(width, seed) or make_model(width){extra} ({err}); define it "
-                        "as def make_model(width, seed, ...) -> nn.Module, or (width, ...) and "
-                        "let weakcorr seed it") from None
+        raise FactoryTypeError(
+            f"`{name}` {shown!r} has the signature {sig}, which cannot be called as "
+            f"make_model(width, seed) or make_model(width){extra} ({err}); define it as "
+            "def make_model(width, seed, ...) -> nn.Module, or (width, ...) and let weakcorr "
+            "seed it") from None
     return takes_seed
 
 
@@ -277,8 +278,8 @@ def parse_kwargs(items: Sequence[str] | None, *, name: str = "--model-kwargs") -
     return check_kwargs(out, name)
 
 
-def as_family(make_model: Family | str | Callable[..., Any], kwargs: Mapping[str, Any] | None = None,
-              *, name: str = "make_model") -> Family:
+def as_family(make_model: Family | str | Callable[..., Any],
+              kwargs: Mapping[str, Any] | None = None, *, name: str = "make_model") -> Family:
     """A :class:`Family` from a Family, a ``"MODULE:FUNCTION"`` spec or a callable, checked."""
     if isinstance(make_model, Family):
         if kwargs:
@@ -310,9 +311,10 @@ def make(family: Family, width: int, seed: int, *, name: str | None = None) -> n
             torch.manual_seed(seed)
             model = family.fn(width, **family.kwargs)
     if not isinstance(model, nn.Module):
-        raise FactoryTypeError(f"{label} must return an nn.Module, got {type(model).__name__} at width "
-                        f"{width}; return the model itself (e.g. nn.Sequential(...)), not a "
-                        "tuple, function or state dict")
+        raise FactoryTypeError(
+            f"{label} must return an nn.Module, got {type(model).__name__} at width {width}; "
+            "return the model itself (e.g. nn.Sequential(...)), not a tuple, function or state "
+            "dict")
     return model
 
 

@@ -1,4 +1,4 @@
-"""Data the PyTorch way: :class:`Dataset` and :func:`as_dataset`, which every ``data`` argument goes through.
+"""Data the PyTorch way: :class:`Dataset` and :func:`as_dataset`, which every ``data`` goes through.
 
 ``data`` may be a weakcorr :class:`Dataset` (what :func:`weakcorr.data.load` returns), an object
 with the six tensors ``X_train, Y_train, labels_train, X_test, Y_test, labels_test``, or a pair
@@ -260,7 +260,7 @@ def for_training(data: Any, *, name: str = "data") -> tuple[Any, bool]:
     """``as_dataset(data)`` with int64 zero placeholders for absent labels, and whether they were
     absent (then :func:`drop_accuracies` removes the meaningless accuracies from the metrics)."""
     ds = as_dataset(data, name=name)
-    if getattr(ds, "labels_train", None) is not None and getattr(ds, "labels_test", None) is not None:
+    if all(getattr(ds, k, None) is not None for k in ("labels_train", "labels_test")):
         return ds, False
     zeros = {k: torch.zeros(len(getattr(ds, x)), dtype=torch.long)
              for k, x in (("labels_train", "X_train"), ("labels_test", "X_test"))}
