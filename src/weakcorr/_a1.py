@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from . import __version__, _factory, data, models, train
+from . import __version__, _factory, _limits, data, models, train
 from . import correlations as C
 from ._inputs import clip, describe, read_config_text
 from .config import (MAX_DEPTH, MAX_SAMPLES, MAX_STEPS, _bool, _fail, _float, _int, _mapping,
@@ -558,6 +558,10 @@ def _init_metrics(fm, X: torch.Tensor, c: Mapping[str, Any], seed: int,
         metrics[f"c{k}_max_abs"] = float(v.abs().max())
         samples[f"c{k}_abs"] = _sig(v.abs())
     timings["exact_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    # ‖Θ_n − Θ∞‖_F/‖Θ∞‖_F on (at most) 16 inputs; None for models weakcorr.limits cannot take
+    metrics["kernel_distance"] = _limits.kernel_distance(fm.module, X[:16])
+    timings["kernel_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(10_000 + seed)
     for k in (2, 3):

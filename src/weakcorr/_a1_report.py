@@ -43,6 +43,7 @@ QUANTITIES = (
     ("c11_same", "‖C^{1,1}‖ same"), ("c11_distinct", "‖C^{1,1}‖ distinct"),
     ("c02_same", "‖C^{0,2}‖ same"), ("c02_distinct", "‖C^{0,2}‖ distinct"),
     ("hg_ratio", "Hessian/grad"), ("c_test", "C(f,f_lin) test"), ("c_train", "C(f,f_lin) train"),
+    ("kernel_distance", "‖Θ_n − Θ∞‖/‖Θ∞‖"),
 )
 _KEYS = ("dataset", "depth", "activation")
 _FIG_DIR = "figures"

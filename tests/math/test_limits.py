@@ -356,3 +356,16 @@ def test_diagnose_kernel_convergence_and_stability_verdicts():
     res = analyze(ms, n_boot=100)
     assert "kernel_distance" not in res.exponents
     assert not [v for v in res.verdicts if v.claim.startswith(("NTK", "Stability"))]
+
+
+def test_a1_records_the_kernel_distance():
+    from weakcorr import _a1
+    from weakcorr._a1_report import QUANTITIES
+    from weakcorr.functional import functional
+
+    net = mlp(6, [16], 2, activation="erf", parameterization="ntk", seed=0)
+    x = torch.randn(4, 6, generator=torch.Generator().manual_seed(0))
+    c = {"lr": 0.5, "params_per_layer": 4, "norm_tuples": 1, "norm_restarts": 1, "hessian_iters": 0}
+    metrics, _ = _a1._init_metrics(functional(net), x, c, 0, {})
+    assert metrics["kernel_distance"] == pytest.approx(_limits.kernel_distance(net, x), rel=1e-6)
+    assert "kernel_distance" in dict(QUANTITIES)
