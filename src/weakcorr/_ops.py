@@ -22,6 +22,8 @@ in.  Inside it:
 * ``F.scaled_dot_product_attention`` is ``softmax(q kᵀ · scale + mask) v`` written out (the
   math backend's formula), and ``torch.nn.attention.sdpa_kernel(SDPBackend.MATH)`` is active
   for any call that reaches the dispatcher directly;
+* ``F.logsigmoid`` is min(x, 0) − log1p(exp(−|x|)) (its native backward misbehaves under
+  nested ``vmap``);
 * the fused transformer fast path is off (``torch.backends.mha.set_fastpath_enabled(False)``),
   so ``nn.MultiheadAttention`` and ``nn.TransformerEncoderLayer`` in eval mode take the
   composite path.
@@ -50,6 +52,7 @@ __all__ = [
     "group_norm",
     "instance_norm",
     "layer_norm",
+    "logsigmoid",
     "rms_norm",
     "scaled_dot_product_attention",
 ]
@@ -215,6 +218,16 @@ def scaled_dot_product_attention(
     return torch.softmax(scores, dim=-1) @ value
 
 
+def logsigmoid(input: Tensor) -> Tensor:
+    """``F.logsigmoid`` from primitive ops: min(x, 0) − log1p(exp(−|x|)).
+
+    The native kernel's backward reads a buffer saved by the forward that is not batched under
+    nested ``vmap`` (the per-input gradients of the correlations), which PyTorch resizes with a
+    deprecation warning.
+    """
+    return torch.clamp(input, max=0) - torch.log1p(torch.exp(-input.abs()))
+
+
 def _torch_layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5,
                       cudnn_enable=True):  # noqa: ANN001, ANN202
     return layer_norm(input, normalized_shape, weight, bias, eps)
@@ -247,6 +260,7 @@ DECOMPOSED: dict[Callable[..., Tensor], Callable[..., Tensor]] = {
     F.batch_norm: batch_norm,
     F.instance_norm: instance_norm,
     F.scaled_dot_product_attention: scaled_dot_product_attention,
+    F.logsigmoid: logsigmoid,
     torch.layer_norm: _torch_layer_norm,
     torch.group_norm: _torch_group_norm,
     torch.rms_norm: _torch_rms_norm,

@@ -12,7 +12,16 @@ Three exact implementations that agree to float64 precision:
   m_k² h_{k-1}(x)·h_{k-1}(x') times the Gram of the back-propagated output-to-pre-activation
   derivatives δ_k(x)_i·δ_k(x')_j, summed over layers — no per-parameter Jacobian.
 
-``"auto"`` picks ``"structured"`` when the model allows it, else ``"vp"``.
+``"auto"`` picks ``"structured"`` when the model allows it, else ``"jacobian"`` for models with
+weight-shared layers (convolutions, ``nn.MultiheadAttention``, ``nn.Embedding``: the vp path's
+vmapped forward mode with per-tangent weights is slow there), else ``"vp"``.  Measured on one
+CPU thread, 32 inputs × 10 outputs, "jacobian" against "vp": CNN of 98k parameters 3.0 s vs
+28.7 s, ViT of 21k 0.27 vs 1.53 s, ResNet (2.6k, 14×14 inputs) 0.12 vs 1.60 s, transformer of
+70k 0.94 vs 3.14 s, embedding model 0.14 vs 0.62 s; but an MLP written as a custom module
+(784-1024-1024-10) 35.7 vs 5.75 s.
+
+Any ``nn.Module`` works (see :mod:`weakcorr.functional`: attention under forward mode, exact norm
+layers); models with Dropout or BatchNorm in training mode are refused.
 """
 
 from __future__ import annotations
@@ -71,7 +80,8 @@ def empirical_ntk(
         x2: inputs [B2, ...]; ``None`` means ``x1``.
         lr: the learning rate η multiplying the kernel (> 0).
         params: θ at which to evaluate (default θ0 = ``fm.params``).
-        implementation: ``"auto"``, ``"jacobian"``, ``"vp"`` or ``"structured"``.
+        implementation: ``"auto"``, ``"jacobian"``, ``"vp"`` or ``"structured"`` (``"auto"``:
+            structured, else jacobian for conv / attention / embedding models, else vp).
         trace_outputs: return the **sum** over outputs Σ_i Θ_ii (the trace over the output
             indices, not the mean).
         diagonal_inputs: pair ``x1[b]`` with ``x2[b]`` only (``B1 == B2``).
@@ -123,11 +133,22 @@ def empirical_ntk(
     kwargs = dict(trace=trace_outputs, diagonal=diagonal_inputs, max_memory_gb=budget)
     if chain is not None:
         kernel = _ntk.structured_kernel(chain, params, x1, x2, d_y, **kwargs)
-    elif impl is NtkImplementation.JACOBIAN:
+    elif impl is NtkImplementation.JACOBIAN or (
+        impl is NtkImplementation.AUTO and _has_shared_weight_layers(fm.module)
+    ):
         kernel = _ntk.jacobian_kernel(fm, params, x1, x2, d_y, **kwargs)
     else:
         kernel = _ntk.vp_kernel(fm, params, x1, x2, d_y, **kwargs)
     return kernel * lr if lr != 1.0 else kernel
+
+
+_SHARED_WEIGHT_LAYERS = (nn.modules.conv._ConvNd, nn.MultiheadAttention, nn.Embedding)
+
+
+def _has_shared_weight_layers(module: nn.Module) -> bool:
+    """Whether ``module`` has a layer that applies one weight at many positions (conv,
+    attention, embedding), where "jacobian" beats "vp" (see the module docstring)."""
+    return any(isinstance(m, _SHARED_WEIGHT_LAYERS) for m in module.modules())
 
 
 def _check_params(fm: FunctionalModel, params: Mapping[str, Tensor] | None) -> dict[str, Tensor]:

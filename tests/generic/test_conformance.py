@@ -129,6 +129,7 @@ CASES: dict[str, Callable[[], tuple[nn.Module, Tensor]]] = {
     "relu": lambda: _vec(nn.ReLU()),
     "softmax": lambda: _vec(nn.Softmax(-1)),
     "log_softmax": lambda: _vec(nn.LogSoftmax(-1)),
+    "log_sigmoid": lambda: _vec(nn.LogSigmoid()),
     "dropout_eval": lambda: _vec(nn.Sequential(nn.Tanh(), nn.Dropout(0.5).eval())),
     "layer_norm": lambda: _vec(nn.LayerNorm(4)),
     "layer_norm_no_affine": lambda: _vec(nn.LayerNorm(4, elementwise_affine=False)),
@@ -272,6 +273,7 @@ NATIVE = {
                                    _ops.group_norm(x.reshape(3, 4, 2, 1), 2, w, b)),
     "instance_norm": lambda x, w, b: (Fn.instance_norm(x.reshape(3, 4, 2), weight=w, bias=b),
                                       _ops.instance_norm(x.reshape(3, 4, 2), weight=w, bias=b)),
+    "logsigmoid": lambda x, w, b: (Fn.logsigmoid(x * 10), _ops.logsigmoid(x * 10)),
     "batch_norm_eval": lambda x, w, b: (Fn.batch_norm(x.reshape(6, 4), b.abs(), w.abs(), w, b),
                                         _ops.batch_norm(x.reshape(6, 4), b.abs(), w.abs(), w, b)),
 }

@@ -1,0 +1,148 @@
+"""Model-zoo benchmark: the generic (any-module) paths on a CNN, a ResNet-style family and a ViT.
+
+For each model (``weakcorr.zoo``, float32, 28×28 single-channel inputs, 10 outputs):
+
+* ``diag``: exact ``C^{0,2}`` and ``C^{0,3}`` diagonals on ``--n-inputs`` inputs
+  (``correlations.diagonal(orders=(2, 3), method="generic")``, one nested call);
+* ``ntk-<impl>``: the full empirical NTK [32, 32, 10, 10] of 32 inputs, by ``"jacobian"``
+  (per-example Jacobian rows contracted) and ``"vp"`` (NTK-vector products; what ``"auto"``
+  picks for these models);
+* ``step``: one paired training step (f and f_lin, batch 32, MSE) of ``train.paired_sgd``,
+  timed as (t(1 + k steps) − t(1 step)) / k so that setup and final metrics cancel.
+
+Each task's FLOP count is what ``torch.utils.flop_counter.FlopCounterMode`` counts while it
+runs (matmuls and convolutions, forward and backward, as executed: nested forward mode executes
+~3^k times the forward pass's bilinear FLOPs for order k), its achieved GFLOP/s is that count
+over the measured time, and the machine's float32 matmul peak (2048² GEMM, best of 5) is
+measured in the same run.  Times are the best of ``--repeat`` runs after a warm-up.  On a loaded
+machine report ratios (achieved / peak, implementation A / B), not absolute times.
+
+    .venv/bin/python benchmarks/bench_zoo.py [--n-inputs 32] [--models cnn,resnet,vit]
+        [--threads 2] [--repeat 2] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import types
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import weakcorr as wc
+from weakcorr import zoo
+from weakcorr.ntk import empirical_ntk
+from weakcorr.train import paired_sgd
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "cnn": lambda: zoo.cnn(80, 0, image_size=28),  # 97,690 parameters
+    "resnet8": lambda: zoo.resnet(8, 0, blocks=2),
+    "resnet16": lambda: zoo.resnet(16, 0, blocks=2),
+    "resnet32": lambda: zoo.resnet(32, 0, blocks=2),
+    "vit": lambda: zoo.vit(32, 0, image_size=28, patch=7, heads=4, layers=2),
+}
+GROUPS = {"cnn": ["cnn"], "resnet": ["resnet8", "resnet16", "resnet32"], "vit": ["vit"]}
+
+
+def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
+    """Best float32 GEMM rate in FLOP/s."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best
+
+
+def _best_time(fn: Callable[[], object], repeat: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _flops(fn: Callable[[], object]) -> int:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def _data(n: int) -> types.SimpleNamespace:
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(n, 1, 28, 28, generator=g)
+    labels = torch.randint(0, 10, (n,), generator=g)
+    Y = nn.functional.one_hot(labels, 10).float()
+    return types.SimpleNamespace(X_train=X, Y_train=Y, labels_train=labels, X_test=X[:8],
+                                 Y_test=Y[:8], labels_test=labels[:8])
+
+
+def bench_model(name: str, n_inputs: int, repeat: int, steps: int = 3) -> list[dict]:
+    model = MODELS[name]()
+    fm = wc.functional(model)
+    data = _data(32)
+    X = data.X_train
+    wc.functional.check_derivatives(fm, X)
+    fm._derivatives_checked = True
+    tasks: dict[str, Callable[[], object]] = {
+        "diag": lambda: wc.correlations.diagonal(fm, X[:n_inputs], orders=(2, 3), lr=1.0,
+                                                 method="generic"),
+        "ntk-jacobian": lambda: empirical_ntk(fm, X, implementation="jacobian"),
+        "ntk-vp": lambda: empirical_ntk(fm, X, implementation="vp"),
+    }
+    rows = []
+    for task, fn in tasks.items():
+        t = _best_time(fn, repeat)
+        rows.append({"model": name, "n_params": fm.n_params, "task": task, "time_s": t,
+                     "flops": _flops(fn)})
+
+    def train(k: int) -> None:
+        paired_sgd(model, data, lr=0.01, steps=k, batch_size=32, seed=0, log_every=1000,
+                   implementation="autograd")
+
+    t1 = _best_time(lambda: train(1), repeat)
+    tk = _best_time(lambda: train(1 + steps), repeat)
+    f1, fk = _flops(lambda: train(1)), _flops(lambda: train(1 + steps))
+    rows.append({"model": name, "n_params": fm.n_params, "task": "step",
+                 "time_s": max(tk - t1, 1e-9) / steps, "flops": (fk - f1) // steps})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-inputs", type=int, default=32)
+    parser.add_argument("--models", default="cnn,resnet,vit")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    names = [m for g in args.models.split(",") for m in GROUPS.get(g, [g])]
+    peak = matmul_peak()
+    rows = [r for name in names for r in bench_model(name, args.n_inputs, args.repeat)]
+    peak_after = matmul_peak()
+    for r in rows:
+        r["gflops_per_s"] = r["flops"] / r["time_s"] / 1e9
+        r["pct_of_peak"] = 100 * r["flops"] / r["time_s"] / max(peak, peak_after)
+    if args.json:
+        print(json.dumps({"matmul_peak_gflops": [peak / 1e9, peak_after / 1e9], "rows": rows}))
+        return
+    print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after "
+          f"({args.threads} threads); diag on {args.n_inputs} inputs, NTK on 32")
+    print(f"{'model':9s} {'params':>8s} {'task':13s} {'time s':>8s} {'GFLOP':>8s} "
+          f"{'GFLOP/s':>8s} {'% peak':>7s}")
+    for r in rows:
+        print(f"{r['model']:9s} {r['n_params']:8d} {r['task']:13s} {r['time_s']:8.3f} "
+              f"{r['flops'] / 1e9:8.2f} {r['gflops_per_s']:8.1f} {r['pct_of_peak']:7.1f}")
+
+
+if __name__ == "__main__":
+    main()
