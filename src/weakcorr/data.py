@@ -50,6 +50,8 @@ _OPTIONS: dict[DatasetName, dict[str, Any]] = {
 }
 # Luminance weights (ITU-R BT.601) of the grayscale CIFAR-10 used in the paper's A.1.
 _LUMA = (0.299, 0.587, 0.114)
+MAX_SAMPLES = 10_000_000  # n_train, n_test: more than any dataset here (MNIST has 70,000)
+_TEACHER_MAX_BYTES = 2**33  # the teacher's float64 inputs and targets, drawn at once
 
 
 def load(
@@ -164,6 +166,10 @@ def _check_args(
         raise ValueError(f"`n_train` must be a positive integer, got {n_train!r}.")
     if not _is_int(n_test) or n_test < 0:
         raise ValueError(f"`n_test` must be a non-negative integer, got {n_test!r}.")
+    for arg, value in (("n_train", n_train), ("n_test", n_test)):
+        if value > MAX_SAMPLES:
+            raise ValueError(f"`{arg}` must be <= {MAX_SAMPLES:,} (more samples than any dataset "
+                             f"here; MNIST has 70,000), got {value:,}.")
     if not _is_int(seed) or seed < 0:
         raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}.")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
@@ -264,6 +270,14 @@ def _teacher(
             raise ValueError(f"`{arg}` must be a positive integer, got {value!r}.")
     if not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise < 0:
         raise ValueError(f"`noise` must be a finite number >= 0, got {noise!r}.")
+    need = 8 * (n_train + n_test) * (int(d_in) + 2 * int(d_out)) + 8 * int(d_in) * teacher_width
+    if need > _TEACHER_MAX_BYTES:
+        raise ValueError(
+            f"the teacher dataset of n_train + n_test = {n_train + n_test:,} samples with d_in = "
+            f"{d_in:,}, d_out = {d_out:,} (teacher_width {teacher_width:,}) would draw "
+            f"{need / 2**30:.3g} GiB in float64, more than {_TEACHER_MAX_BYTES // 2**30} GiB; use "
+            "fewer samples or smaller d_in / d_out."
+        )
     gen = torch.Generator().manual_seed(seed)
     teacher = mlp(int(d_in), [int(teacher_width)], int(d_out), activation="tanh",
                   parameterization="ntk", generator=gen, dtype=torch.float64)

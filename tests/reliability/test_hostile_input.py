@@ -139,6 +139,9 @@ CASES: list[tuple[str, str | bytes, list[str], list[str]]] = [
      ["`training.lr0` must be a finite number > 0", "<an integer of 1329 bits>"]),
     ("seed-batch", _yaml(execution={"seed_batch": 10**6}), [],
      ["`execution.seed_batch` must be an integer <= 1024"]),
+    ("teacher-of-80-gb", _yaml(data={"name": "teacher", "n_train": 10_000, "n_test": 16,
+                                     "options": {"d_in": 1_000_000}}), [],
+     ["`data.name` ('teacher')", "would draw 75.1 GiB in float64, more than 8 GiB"]),
 ]
 
 
@@ -161,6 +164,14 @@ def test_hostile_config(capsys, tmp_path, text, overrides, needles):
     _check(rc, out, err, *needles)
     assert len(err) < 700, err  # values quoted to ~80 characters
     assert elapsed < 5, elapsed  # refused up front, not after a long parse
+
+
+def test_data_load_bounds_its_sizes():
+    """The library call, without a config in front (same bound)."""
+    from weakcorr import data
+
+    with pytest.raises(ValueError, match=r"^`n_test` must be <= 10,000,000 .* got 10,000,001"):
+        data.load("teacher", n_train=8, n_test=10_000_001)
 
 
 def test_messages_quote_at_most_80_characters_of_a_value():
