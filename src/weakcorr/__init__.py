@@ -37,6 +37,7 @@ _SUBMODULES = frozenset(
         "sweep",
         "tensornorm",
         "train",
+        "zoo",
     }
 )
 
