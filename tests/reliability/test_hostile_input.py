@@ -314,3 +314,39 @@ def test_capped_gzip_bomb(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "is longer than its header" in lines[0], proc.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------- `weakcorr a1`
+
+A1_BASE = {"model": {"widths": [8], "depths": [1], "activations": ["relu"]},
+           "datasets": ["teacher"], "data": {"n_train": 8, "n_test": 4}}
+A1_CASES = [
+    ("control-character", yaml.safe_dump(A1_BASE) + "name: a\x01b\n", [],
+     ["config.yaml is not valid YAML", "#x0001"]),
+    ("tag", yaml.safe_dump(A1_BASE) + "name: !!timestamp 2001-12-14\n", [],
+     ["uses the tag `!!timestamp`"]),
+    ("deep", yaml.safe_dump(A1_BASE) + "description: " + "[" * 1000 + "]" * 1000 + "\n", [],
+     ["more than 32 deep"]),
+    ("depth-1000", yaml.safe_dump(A1_BASE), ["model.depths=[1, 1000]"],
+     ["`model.depths[1]` must be an integer <= 100", "depths 1-3"]),
+    ("non-utf8", yaml.safe_dump(A1_BASE).encode() + b"# \xff\n", [], ["is not UTF-8 text"]),
+]
+
+
+@pytest.mark.parametrize("text,overrides,needles", [c[1:] for c in A1_CASES],
+                         ids=[c[0] for c in A1_CASES])
+def test_hostile_a1_config(capsys, tmp_path, text, overrides, needles):
+    from weakcorr import cli
+
+    path = tmp_path / "config.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    out = tmp_path / "out"
+    rc = cli.main(["a1", str(path), "--out", str(out), "--quiet",
+                   *[a for o in overrides for a in ("--set", o)]])
+    captured = capsys.readouterr()
+    assert not out.exists()
+    assert rc == 2 and captured.out == ""
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("weakcorr a1: error: "), captured.err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
