@@ -82,6 +82,7 @@ DTYPES = ("float32", "float64")
 BUNDLED_SIZES = {"mnist5k": 5000, "digits": 1797}
 MAX_SEED = 2**63 - 1  # seeds seed torch generators (int64), as in `weakcorr correlations`
 MAX_SEEDS = 100_000  # seeds per sweep (the paper uses 100)
+_WHY_SEEDS = "the paper uses 100 seeds, and every seed is one run per width and alpha"
 _MAX_WIDTHS = 10_000  # widths of a {start, stop, per_doubling} spec or a list
 # Bounds on every size a config names, with the reason the message gives (issue 18); what fits
 # in memory is checked per run before it allocates (weakcorr._memory.preflight).
@@ -373,7 +374,7 @@ def _seeds(value: Any) -> tuple[int, ...]:
         spec = _mapping("seeds", value, ("start", "count"))
         start = _int("seeds.start", spec.get("start", 0), minimum=0, maximum=MAX_SEED)
         count = _int("seeds.count", _required("seeds", spec, "count", "5"), minimum=1,
-                     maximum=MAX_SEEDS)
+                     maximum=MAX_SEEDS, why=_WHY_SEEDS)
         if start + count - 1 > MAX_SEED:
             raise ValueError(f"`seeds.count` = {count} from seeds.start = {start} reaches seed "
                              f"{start + count - 1}, but seeds must be <= {MAX_SEED} (they seed "
@@ -384,13 +385,13 @@ def _seeds(value: Any) -> tuple[int, ...]:
             raise _fail("seeds", value, "a count, a non-empty list or {start, count}")
         if len(value) > MAX_SEEDS:
             raise ValueError(f"`seeds` must list at most {MAX_SEEDS} seeds, got {len(value)}; "
-                             "use fewer seeds")
+                             f"{_WHY_SEEDS}: use fewer seeds")
         seeds = tuple(_int(f"seeds[{i}]", s, minimum=0, maximum=MAX_SEED)
                       for i, s in enumerate(value))
         if len(set(seeds)) != len(seeds):
             raise _fail("seeds", list(value), "a list without repeated seeds")
         return seeds
-    return tuple(range(_int("seeds", value, minimum=1, maximum=MAX_SEEDS)))
+    return tuple(range(_int("seeds", value, minimum=1, maximum=MAX_SEEDS, why=_WHY_SEEDS)))
 
 
 _FACTORY_FIELDS = ("factory", "kwargs", "source_sha256")
@@ -534,8 +535,8 @@ def _training(raw: Any, widths: tuple[int, ...], n_train: int) -> TrainingConfig
             raise ValueError(f"`training.lr_factor`: {err}; write an expression of n such as "
                              "'sqrt(n) / 32'") from None
         if not (math.isfinite(r) and r > 0):
-            raise ValueError(f"`training.lr_factor` = {_quoted(factor)} must be finite and > 0 at every "
-                             f"width, got {r} at n = {w}")
+            raise ValueError(f"`training.lr_factor` = {_quoted(factor)} must be finite and > 0 "
+                             f"at every width, got {r} at n = {w}")
     for i, alpha in enumerate(alphas):
         for w in widths:
             try:  # lr_at(out, w, alpha), with r(w) evaluated once per width
@@ -555,9 +556,11 @@ def _logging(raw: Any, steps: int) -> LoggingConfig:
     raw = _mapping("logging", raw, _field_names(LoggingConfig))
     eval_every = raw.get("eval_every")
     out = LoggingConfig(
-        every=_int("logging.every", raw.get("every", 10), minimum=1, maximum=MAX_STEPS),
-        eval_every=None if eval_every is None else _int("logging.eval_every", eval_every,
-                                                        minimum=1, maximum=MAX_STEPS),
+        every=_int("logging.every", raw.get("every", 10), minimum=1, maximum=MAX_STEPS,
+                   why=f"training.steps is at most {MAX_STEPS}"),
+        eval_every=None if eval_every is None else _int(
+            "logging.eval_every", eval_every, minimum=1, maximum=MAX_STEPS,
+            why=f"training.steps is at most {MAX_STEPS}"),
         probe_ntk=_bool("logging.probe_ntk", raw.get("probe_ntk", False)),
     )
     for key, every in (("every", out.every), ("eval_every", out.eval_every)):
