@@ -20,7 +20,8 @@ LOCAL_EXECUTORS = ("auto", "local", "dask-local")
 def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="a small App. A.2 sweep on bundled MNIST-5k plus its report (about 25 s on 2 CPU cores)",
+        help="a small App. A.2 sweep on bundled MNIST-5k plus its report (under a minute on "
+             "2 CPU cores: benchmarks/RESULTS.md)",
         description="Run the `demo` preset (linearization error vs width for three lr "
         "exponents on MNIST-5k), then write its report and Fig. 4-style figure.",
     )
