@@ -10,13 +10,13 @@ training set computed once and gathered per batch with ``index_select``, the fir
 weights side by side so that their products with the (784-wide) input are one matmul each, and
 input features that are zero on the whole training set left out of training (their weights
 cannot move; 132 of MNIST's 784 pixels). Each seed keeps its own initialisation and its own
-batch order (``train._batch_order``), so each result equals ``paired_sgd`` on that seed to float
-round-off; the final metrics are computed by ``train``'s own code, per seed.
+batch order (``_train._batch_order``), so each result equals ``paired_sgd`` on that seed to
+float round-off; the final metrics are computed as ``paired_sgd`` computes them, per seed.
 
-Only models shaped like ``weakcorr.models.MLP`` (``linears`` of ScaledLinear-like layers with
-``weight``, ``bias``, ``weight_multiplier``, ``bias_multiplier``; ``act``; ``output_scale``) are
-supported; :func:`supports` says whether a list of models is, and callers fall back to
-``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
+Only weakcorr MLPs are supported, as :func:`weakcorr._mlp.training_layers` recognises them
+(the one recogniser the structured NTK and Taylor-mode correlations share), with φ and φ' from
+its activation table; :func:`supports` says whether a list of models is (:func:`refusal` says
+why not), and callers fall back to ``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
 ``linearized=False``.
 
 With one seed this is also ``paired_sgd``'s default implementation on CPU (``"mlp"``).
