@@ -165,9 +165,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         d_in, d_out = ds.X_train.shape[1], ds.Y_train.shape[1]
 
-        def make_model(width: int, seed: int):
+        def mlp(width: int, seed: int):
             return models.mlp(d_in, [width] * args.depth, d_out, activation=args.activation,
                               parameterization=args.parameterization, seed=seed)
+
+        make_model = _factory.Family(
+            mlp, spec=f"weakcorr.models.mlp({d_in} -> width x {args.depth} -> {d_out}, "
+                      f"{args.activation}, {args.parameterization})")
 
     bar = None
     if not (args.quiet or args.json) and sys.stderr.isatty():
