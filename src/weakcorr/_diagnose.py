@@ -423,10 +423,11 @@ def _kernel_verdicts(exps: Mapping[str, Exponent], ms: Sequence[Measurement]) ->
         above = [w for w, (lr, c) in crit.items() if lr >= c]
         parts = ", ".join(f"n={w}: lr/lr_crit = {lr / c:.3g}" for w, (lr, c) in sorted(crit.items()))
         out.append(Verdict(
-            "Stability (lr below the critical lr B·d_y/λ_max(Θ) of full-batch MSE, App. F)",
+            "Stability (lr below the critical lr B·d_y/λ_max(Θ) of GD on the MSE, App. F)",
             "not consistent" if above else "consistent",
             parts + (f"; above at n = {above}" if above else "")
-            + f" (λ_max by Lanczos on ≤ {CRITICAL_LR_INPUTS} training inputs, first seed)"))
+            + f" (Θ on the first B = min(batch size, {CRITICAL_LR_INPUTS}) training inputs, "
+              "first seed; λ_max by Lanczos, weakcorr.ntk.spectrum)"))
     return out
 
 
@@ -690,8 +691,11 @@ def write_report(result: DiagnoseResult, out_dir: str | Any) -> dict[str, Any]:
     _a1_plots.plot_deviation_curves(curves, panels=(), save_to=out / "figures" / "deviation")
     figs.append("figures/deviation.png")
     st = result.settings
+    family = (f"Model family `{st['model']}`"
+              + (f" with {st['model_kwargs']}" if st.get("model_kwargs") else "") + ". "
+              if st.get("model") else "")
     lines = ["# weakcorr diagnose", "",
-             f"Widths {st.get('widths')}, {len(st.get('seeds', []))} seeds, lr = {st.get('lr')} · "
+             family + f"Widths {st.get('widths')}, {len(st.get('seeds', []))} seeds, lr = {st.get('lr')} · "
              f"n^{st.get('lr_exponent')}, S = {st.get('steps')} steps, batch "
              f"{st.get('batch_size') or 'full'}, correlations on {st.get('n_inputs')} inputs "
              f"with the training lr.", "", "## Verdicts", ""]
