@@ -228,8 +228,9 @@ def from_dict(raw: Any) -> A1Config:
         flatten=_bool("data.flatten", d.get("flatten", True)),
     )
     if not data_.flatten and model.factory is None:
-        raise ValueError("`data.flatten` false needs `model.factory` (--model): the built-in MLP "
-                         "takes flat inputs; add a family of your own or drop data.flatten")
+        raise ValueError("`data.flatten` false needs `model.factory`: the built-in MLP takes flat "
+                         "inputs; add a family of your own (model.factory, or --model), or drop "
+                         "it")
     c = _section("correlations", raw.get("correlations"), CorrelationSettings)
     corr = CorrelationSettings(
         lr=_num("correlations.lr", c.get("lr", 1.0)),
@@ -378,7 +379,7 @@ def load_config(source: str | pathlib.Path | Mapping[str, Any],
     try:
         return from_dict(raw)
     except ValueError as err:
-        if model is None:
+        if model is None and flatten is None:
             raise
         flags = (("`model.factory`", "`--model`"), ("`model.kwargs`", "`--model-kwargs`"),
                  ("`data.flatten` false", "`--no-flatten`"))
