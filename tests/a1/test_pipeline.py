@@ -13,7 +13,7 @@ import torch
 from weakcorr import _a1, _a1_report
 from weakcorr import correlations as C
 from weakcorr.functional import functional
-from weakcorr.results import RunStore
+from weakcorr.results import RunStore, run_id
 from weakcorr.sweep import PerRun
 
 from ._tiny import tiny
@@ -190,10 +190,13 @@ def test_runs_not_listed_in_the_manifest_are_included_and_noted(tmp_path):
     cfg = _a1.from_dict(tiny(model={"widths": [4, 8], "depths": [1], "activations": ["relu"]},
                              seeds=1, training={"seeds": 0}))
     _a1_report.run_a1(cfg, tmp_path, runner=PerRun(_fake))
-    stray = {**_fake(_a1.expand(cfg)[0], None), "run_id": "0" * 16}
-    RunStore(tmp_path).write("0" * 16, stray)
+    other = _a1.expand(_a1.from_dict(tiny(model={"widths": [16], "depths": [1],
+                                                  "activations": ["relu"]},
+                                           seeds=1, training={"seeds": 0})))[0]
+    stray = run_id(other)  # a run of another sweep, under its own id (a record must hash to it)
+    RunStore(tmp_path).write(stray, _fake(other, None))
     table = _a1_report.load_table(tmp_path)
-    assert len(table) == 3 and "0" * 16 in set(table["run_id"])
+    assert len(table) == 3 and stray in set(table["run_id"])
     assert len(_a1_report._records(tmp_path, unlisted=True)) == 1
 
 
