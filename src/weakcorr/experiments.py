@@ -184,10 +184,10 @@ def check_memory(run_cfg: Mapping[str, Any], ds: Any = None, *, device: str | No
     _memory.preflight(needed, _available(device), what)
 
 
-def _group_fits(configs: Sequence[Mapping[str, Any]], device: str | None) -> bool:
+def _group_fits(configs: Sequence[Mapping[str, Any]], ds: Any, device: str | None) -> bool:
     """Whether a seed batch fits in memory together (else its seeds run one by one)."""
     try:
-        check_memory(configs[0], device=device, seeds=len(configs))
+        check_memory(configs[0], ds, device=device, seeds=len(configs))
     except _memory.InsufficientMemory:
         return False
     return True
@@ -217,14 +217,14 @@ def run_group(configs: Sequence[Mapping[str, Any]], *, device: str | None = None
     Returns:
         One record per config, in order.
     """
-    if (len(configs) > 1 and not configs[0]["logging"]["probe_ntk"]
-            and _group_fits(configs, device)):
+    if len(configs) > 1 and not configs[0]["logging"]["probe_ntk"]:
         ds = load_data(configs[0]["data"], configs[0]["training"]["dtype"])
-        mlps = [build_model(c, ds.X_train.shape[1], ds.Y_train.shape[1]) for c in configs]
-        if _vmap_train.supports(mlps):
-            kwargs = _train_kwargs(configs[0], device)
-            kwargs.pop("seed")
-            results = _vmap_train.paired_sgd_seeds(mlps, ds, seeds=[c["seed"] for c in configs],
-                                                   **kwargs)
-            return [_record(res, c) for c, res in zip(configs, results, strict=True)]
+        if _group_fits(configs, ds, device):  # with the data loaded, as run() checks
+            mlps = [build_model(c, ds.X_train.shape[1], ds.Y_train.shape[1]) for c in configs]
+            if _vmap_train.supports(mlps):
+                kwargs = _train_kwargs(configs[0], device)
+                kwargs.pop("seed")
+                results = _vmap_train.paired_sgd_seeds(
+                    mlps, ds, seeds=[c["seed"] for c in configs], **kwargs)
+                return [_record(res, c) for c, res in zip(configs, results, strict=True)]
     return [run(c, device=device) for c in configs]
