@@ -413,8 +413,10 @@ def _kernel_verdicts(exps: Mapping[str, Exponent], ms: Sequence[Measurement]) ->
         if kd.status == "fit" and c is not None:
             # Θ_n − Θ∞ = O(n^-1/2): the median exponent against −1/2, resolved to 1/2.
             dec = decide(c[0], c[1:], bound=-0.5, scale=0.5, loose_bound=-0.25)
+            u = kd.upper
             label, detail = dec.label(), (f"median n^{c[0]:+.2f} [{c[1]:+.2f}, {c[2]:+.2f}], "
-                                          f"expected n^-1/2 (q95 {kd.text()})")
+                                          f"expected n^-1/2; q95 n^{u[0]:+.2f} "
+                                          f"[{u[1]:+.2f}, {u[2]:+.2f}]" if u else "")
         else:
             label, detail = "not assessed", f"{kd.text()} {kd.note}".strip()
         out.append(Verdict("NTK → Θ∞ (‖Θ_n − Θ∞‖_F/‖Θ∞‖_F = O(n^-1/2))", label, detail))
