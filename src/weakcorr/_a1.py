@@ -624,12 +624,6 @@ def run(run_cfg: Mapping[str, Any], *, device: str | None = None,
         model = build_model(run_cfg, ds.X_train.shape[1], ds.Y_train.shape[1]).to(dev)
         fm = functional(model)
         record["n_params"] = fm.n_params
-        if run_cfg["model"].get("factory") is not None:  # a family's ops: the self-check
-            from . import functional as _functional
-
-            check = getattr(_functional, "check_derivatives", None)
-            if check is not None:
-                check(fm, ds.X_train[:2].to(dev))
         if run_cfg.get("correlations"):
             metrics, samples = _init_metrics(fm, ds.X_train.to(dev), run_cfg["correlations"],
                                              run_cfg["seed"], record["timings"])

@@ -451,15 +451,6 @@ def _make(make_model: _factory.Family | Callable[..., nn.Module], width: int, se
     return _factory.make(family, width, seed, name="`make_model`")
 
 
-def _self_check(fm: Any, x: torch.Tensor) -> None:
-    """The derivative self-check (nested forward vs forward-over-reverse), where available."""
-    from . import functional as _functional
-
-    check = getattr(_functional, "check_derivatives", None)
-    if check is not None:
-        check(fm, x)
-
-
 def _curve(logs: Sequence[Mapping[str, Any]]) -> list[tuple[int, float]]:
     return [(int(e["step"]) + 1, math.sqrt(e["mse_test"])) for e in logs
             if e.get("mse_test") is not None]
@@ -605,8 +596,6 @@ def diagnose(
             fm = functional(model)
             dev = torch.device(device) if device else fm.device
             Xd = X.to(device=dev, dtype=fm.dtype if X.is_floating_point() else X.dtype)
-            if s == seed_list[0]:  # once per width: the ops, not the draws, decide it
-                _self_check(fm, Xd[:2])
             m = Measurement(width=w, seed=s, lr=lr_n, eps=float(torch.finfo(fm.dtype).eps))
             with torch.no_grad():
                 x_te = data.X_test.to(dev, fm.dtype if X.is_floating_point() else X.dtype)

@@ -120,3 +120,17 @@ def test_correlations_of_a_cnn_family_and_an_edited_factory(tmp_path, capsys):
     err = _error(capsys, argv)
     assert "`--out`" in err and "holds records of other settings (--model (its source file's " \
                                "sha256)" in err
+
+
+def test_diagnose_and_correlations_stop_at_a_failing_self_check(monkeypatch, capsys, tmp_path):
+    from weakcorr import _checks
+
+    def disagree(fm, x, **kw):
+        raise ValueError("nested forward mode disagrees at model.0 (Conv2d)")
+
+    monkeypatch.setattr(_checks, "check_derivatives", disagree)
+    for argv in (["diagnose", *TINY, "--model", f"{FAM}:cnn", "--no-flatten"],
+                 [*CORR, "--model", f"{FAM}:cnn", "--no-flatten", "--out", str(tmp_path / "c")]):
+        err = _error(capsys, argv)
+        assert "nested forward mode disagrees at model.0 (Conv2d)" in err
+    assert not list(tmp_path.glob("c/*.json"))
