@@ -137,3 +137,11 @@ def test_as_family_from_a_callable_and_from_a_family():
     assert F.as_family(fam) is fam and isinstance(fam(3, 0), nn.Linear)
     with pytest.raises(TypeError, match="must be a function make_model"):
         F.as_family(42)
+
+
+def test_as_family_from_a_spec_with_kwargs():
+    fam = F.as_family(f"{FAMILIES}:mlp", {"d_in": 3})
+    assert fam.spec == f"{FAMILIES}:mlp" and fam.takes_seed
+    assert F.make(fam, 5, 0)[0].in_features == 3
+    with pytest.raises(ValueError, match=r"^`make_model`: .* has no function 'nope'"):
+        F.as_family(f"{FAMILIES}:nope")
