@@ -338,13 +338,13 @@ class RunStore:
         """Delete temp files left by killed writers of this host; returns how many.
 
         Only temp files whose writer process no longer exists (or that are older than
-        ``older_than_s`` if positive) are removed.
+        ``older_than_s`` if positive) are removed, in ``runs/`` and beside ``sweep.json``.
         """
         if not self.runs_dir.is_dir():
             return 0
         removed = 0
         now = time.time()
-        for tmp in self.runs_dir.glob(".*.tmp"):
+        for tmp in [*self.runs_dir.glob(".*.tmp"), *self.root.glob(".*.tmp")]:
             try:
                 pid = int(tmp.name.rsplit(".", 2)[-2])
             except (ValueError, IndexError):

@@ -16,7 +16,9 @@ import json
 import os
 import pathlib
 import signal
+import socket
 import stat
+import time
 
 import pytest
 
@@ -230,10 +232,11 @@ def test_dashboard_only_with_dask_local():
 
 
 @pytest.mark.slow
-def test_dask_local_runs_code_only_for_its_own_client():
+def test_dask_local_runs_code_only_for_its_own_client(capfd):
     """A client without the cluster's temporary credentials cannot connect (plain TCP, TLS
     without a certificate, or another CA's), and no HTTP route (the dashboard's
-    /json/identity.json published the address) is served."""
+    /json/identity.json published the address) is served; a garbage packet to the scheduler
+    prints nothing on the terminal."""
     import urllib.error
     import urllib.request
 
@@ -257,5 +260,37 @@ def test_dask_local_runs_code_only_for_its_own_client():
         port = ex.cluster.scheduler.http_server.port
         with pytest.raises(urllib.error.HTTPError, match="404"):
             urllib.request.urlopen(f"http://127.0.0.1:{port}/json/identity.json", timeout=5)
+        host, sport = addr[len("tls://"):].rsplit(":", 1)
+        with socket.create_connection((host, int(sport))) as s:  # garbage to the scheduler
+            s.sendall(b"\x00GARBAGE" * 200)
+        time.sleep(1.0)
     finally:
         ex.shutdown()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "tornado" not in err, err[-2000:]
+
+
+@pytest.mark.slow
+def test_sigterm_releases_the_claims_of_pool_workers(tmp_path):
+    """SIGTERM while a pool worker runs a run: the worker is stopped and this sweep's claim of
+    its run removed (before, it stayed until a later sweep judged it stale)."""
+    import threading
+
+    from ._runners import StartLogRunner
+
+    out = tmp_path / "o"
+    runs = out / "runs"
+
+    def kill_when_claimed():
+        for _ in range(600):
+            if runs.is_dir() and list(runs.glob("*.claim")):
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=kill_when_claimed, daemon=True).start()
+    pool = sweep.SupervisedPoolExecutor(1, threads_per_worker=1)
+    with pytest.raises(cli.Terminated), cli.sigterm_as_interrupt():
+        sweep.run_sweep(config.load(GRID), str(out), executor=pool, check_data=False,
+                        runner=StartLogRunner(str(tmp_path / "log"), delay_s=60))
+    assert not list(runs.glob("*.claim")) and not list(RunStore(out).records())
