@@ -83,7 +83,8 @@ def as_dataset(data: Any, *, name: str = "data", max_bytes: int = MAX_BYTES,
     """``data`` as a :class:`Dataset` (see the module docstring), materialised once.
 
     Args:
-        data: a :class:`Dataset`, an object with the six tensors, or a pair ``(train, test)``.
+        data: a :class:`Dataset`, an object with the six tensors (or with ``X_train, Y_train,
+            X_test, Y_test`` only: labels derived as for a pair), or a pair ``(train, test)``.
         name: the argument named in errors.
         max_bytes: refuse a pair that would take more bytes than this in memory.
         n_classes: the number of classes of integer labels (default: the ``classes`` attribute
@@ -100,6 +101,9 @@ def as_dataset(data: Any, *, name: str = "data", max_bytes: int = MAX_BYTES,
     """
     if all(hasattr(data, k) for k in _SIX):
         return data
+    if all(hasattr(data, k) for k in ("X_train", "Y_train", "X_test", "Y_test")):  # no labels
+        return _assemble(*(torch.as_tensor(getattr(data, k))
+                           for k in ("X_train", "Y_train", "X_test", "Y_test")), name, n_classes)
     if isinstance(data, (tuple, list)) and len(data) == 2:
         if all(isinstance(s, Tensor) for s in data):
             raise TypeError(f"`{name}` is a pair of tensors, which reads as (X, Y) without a "

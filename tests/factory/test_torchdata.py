@@ -168,3 +168,14 @@ def test_diagnose_gives_the_same_measurements_from_a_torch_pair(digits):
     ref = wc.diagnose(fam, digits, **kw)
     got = wc.diagnose(fam, _forms(digits)["dataloader"], **kw)
     assert [m.__dict__ for m in got.measurements] == [m.__dict__ for m in ref.measurements]
+
+
+def test_an_object_without_labels_gets_them_from_its_targets(digits):
+    from types import SimpleNamespace
+
+    got = data.as_dataset(SimpleNamespace(X_train=digits.X_train, Y_train=digits.Y_train,
+                                          X_test=digits.X_test, Y_test=digits.Y_test))
+    torch.testing.assert_close(got.labels_train, digits.labels_train, rtol=0, atol=0)
+    reg = data.as_dataset(SimpleNamespace(X_train=digits.X_train, Y_train=digits.Y_train * 0.5,
+                                          X_test=digits.X_test, Y_test=digits.Y_test * 0.5))
+    assert reg.labels_train is None and reg.labels_test is None
