@@ -180,7 +180,7 @@ def test_no_import_cycles():
 
 
 def test_the_cycle_check_can_fail():
-    """The checker finds a cycle through a function-level import (what the real tree has none of)."""
+    """The checker finds a cycle, and sees a function-level import (as in train.py)."""
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c", "a"]]
     assert _cycles({"a": {"b"}, "b": set()}) == []

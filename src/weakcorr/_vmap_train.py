@@ -16,8 +16,8 @@ float round-off; the final metrics are computed as ``paired_sgd`` computes them,
 Only weakcorr MLPs are supported, as :func:`weakcorr._mlp.training_layers` recognises them
 (the one recogniser the structured NTK and Taylor-mode correlations share), with φ and φ' from
 its activation table; :func:`supports` says whether a list of models is (:func:`refusal` says
-why not), and callers fall back to ``paired_sgd`` one seed at a time otherwise. Not supported here: ``probe_ntk``,
-``linearized=False``.
+why not), and callers fall back to ``paired_sgd`` one seed at a time otherwise. Not supported
+here: ``probe_ntk``, ``linearized=False``.
 
 With one seed this is also ``paired_sgd``'s default implementation on CPU (``"mlp"``).
 

@@ -166,9 +166,10 @@ def test_higher_derivatives_of_an_expansion_vanish_exactly(name, gen):
     torch.manual_seed(0)
     fm = F.functional(COMPOSE_MODELS[name]())
     x = torch.randn(3, 3, generator=gen, dtype=torch.float64)
-    assert torch.equal(C.diagonal(linearize(fm), x, d=2, lr=0.5), torch.zeros(3, 2, dtype=torch.float64))
+    zeros = torch.zeros(3, 2, dtype=torch.float64)
+    assert torch.equal(C.diagonal(linearize(fm), x, d=2, lr=0.5), zeros)
     second = taylor(fm, 2)
-    assert torch.equal(C.diagonal(second, x, d=3, lr=0.5), torch.zeros(3, 2, dtype=torch.float64))
+    assert torch.equal(C.diagonal(second, x, d=3, lr=0.5), zeros)
     # and the orders the expansion keeps equal the model's at θ0 (generic nested jvps)
     torch.testing.assert_close(C.diagonal(second, x, d=2, lr=0.5),
                                C.diagonal(fm, x, d=2, lr=0.5, method="generic"),

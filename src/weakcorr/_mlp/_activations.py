@@ -130,7 +130,8 @@ def slope_by_jvp(fn: Callable[[Tensor], Tensor], z: Tensor) -> tuple[Tensor, Ten
 
 def value_and_slope(fn: Callable[[Tensor], Tensor], name: str | None, z: Tensor
                     ) -> tuple[Tensor, Tensor]:
-    """φ(z), φ′(z): the closed form of activation ``name`` if the table has one, else a jvp of ``fn``."""
+    """φ(z), φ′(z): the closed form of activation ``name`` if the table has one, else a jvp
+    of ``fn``."""
     form = CLOSED_FORMS.get(name) if name is not None else None
     if form is not None:
         return form.pair(z)

@@ -184,8 +184,8 @@ def recognise(module: nn.Module) -> Chain | str:
         >>> from torch import nn
         >>> recognise(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))[1].name
         'tanh'
-        >>> recognise(nn.Bilinear(2, 2, 1))
-        'the module is a Bilinear, not a weakcorr.models.MLP, or an nn.Sequential (nested too) of nn.Linear / scaled linear layers and elementwise activation modules'
+        >>> recognise(nn.Sequential(nn.Linear(2, 3), nn.Softmax(-1)))
+        "layer '1' is a Softmax, not a linear layer or an elementwise activation module"
     """
     if not isinstance(module, nn.Module):
         return f"it is a {type(module).__name__}, not an nn.Module"
@@ -256,7 +256,8 @@ class Layered:
 
 
 def training_layers(module: nn.Module) -> Layered | str:
-    """The layered form of a ``weakcorr.models.MLP`` for the hand-written training passes, or why not.
+    """The layered form of a ``weakcorr.models.MLP`` for the hand-written training passes, or
+    why not.
 
     These passes (and their tests) cover the weakcorr MLP; other recognised chains (a
     Sequential) train through autodiff, which computes the same mathematics.
