@@ -74,3 +74,13 @@ def test_non_tty_progress_prints_periodic_lines_with_eta(capsys):
 def test_quiet_and_json_have_no_progress_lines(flag):
     args = types.SimpleNamespace(quiet=flag == "--quiet", json=flag == "--json")
     assert sweep_cmd.progress_bar(args, "demo")[0] is None
+
+
+def test_count_progress_lines_for_diagnose_and_correlations(capsys):
+    now = [0.0]
+    update = sweep_cmd.count_progress("diagnose", "networks", every_s=30, clock=lambda: now[0])
+    for done, t in ((1, 10), (2, 31), (3, 40), (4, 70), (4, 71)):
+        now[0] = t
+        update(done, 4)
+    assert capsys.readouterr().err.splitlines() == [
+        "diagnose: 2/4 networks, 31 s, ETA 31 s", "diagnose: 4/4 networks, 70 s, ETA 0 s"]

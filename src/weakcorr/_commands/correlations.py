@@ -108,13 +108,19 @@ def run(args: argparse.Namespace) -> int:
         max_memory_gb=args.max_memory_gb, data_dir=args.data_dir,
     )
     config.validate()
-    bar = None
+    bar = lines = None
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=1, unit="pair", file=sys.stderr, desc="correlations", leave=False)
+    elif not (args.quiet or args.json):
+        from .sweep import count_progress
+
+        lines = count_progress("correlations", "input pairs")
 
     def progress(n_done: int, n_total: int) -> None:
+        if lines is not None:
+            lines(n_done, n_total)
         if bar is not None:
             bar.total = n_total
             bar.n = n_done

@@ -173,14 +173,20 @@ def run(args: argparse.Namespace) -> int:
             mlp, spec=f"weakcorr.models.mlp({d_in} -> width x {args.depth} -> {d_out}, "
                       f"{args.activation}, {args.parameterization})")
 
-    bar = None
+    bar = lines = None
     if not (args.quiet or args.json) and sys.stderr.isatty():
         from tqdm import tqdm
 
         bar = tqdm(total=len(set(args.width)) * args.seeds, unit="net", desc="diagnose",
                    file=sys.stderr, leave=False)
+    elif not (args.quiet or args.json):
+        from .sweep import count_progress
+
+        lines = count_progress("diagnose", "networks")
 
     def progress(done: int, total: int) -> None:
+        if lines is not None:
+            lines(done, total)
         if bar is not None:
             bar.n = done
             bar.refresh()

@@ -126,6 +126,25 @@ def progress_lines(desc: str, *, every_s: float = 30.0,
     return update
 
 
+def count_progress(desc: str, unit: str, *, every_s: float = 30.0,
+                   clock: Callable[[], float] = time.monotonic) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback for a non-TTY stderr (``diagnose``, ``correlations``):
+    a line every ``every_s`` seconds and one at the end, ``diagnose: 3/12 networks, 40 s, ETA
+    120 s``."""
+    state = {"start": clock(), "last": clock(), "ended": False}
+
+    def update(done: int, total: int) -> None:
+        now = clock()
+        if done <= 0 or state["ended"] or (now - state["last"] < every_s and done < total):
+            return
+        state["last"], state["ended"] = now, done >= total
+        elapsed = now - state["start"]
+        print(f"{desc}: {done}/{total} {unit}, {elapsed:.0f} s, "
+              f"ETA {elapsed / done * (total - done):.0f} s", file=sys.stderr, flush=True)
+
+    return update
+
+
 def execute(args: argparse.Namespace, source: str, out: str) -> Any:
     """Load the config and run the sweep; returns the summary."""
     from .. import _executors, config, sweep
