@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -177,12 +178,14 @@ def test_two_a1_protocols_started_together_one_is_refused(tmp_path, monkeypatch)
 
 
 RACER = textwrap.dedent("""
-    import os, sys
+    import json, os, sys
     sys.path.insert(0, sys.argv[4])
     from weakcorr import config, sweep
     from tests.sweep._fake import fake_runner
-    cfg = config.load({GRID!r} | {{"training": {{**{GRID!r}["training"], "steps": int(sys.argv[2])}}}})
-    open(sys.argv[3] + "." + sys.argv[2], "w").close()  # ready
+    change = json.loads(sys.argv[2])
+    cfg = config.load({GRID!r} | {{k: v if k == "seeds" else {{**{GRID!r}[k], **v}}
+                                  for k, v in change.items()}})
+    open(sys.argv[3] + "." + str(sorted(change.items())).replace(" ", ""), "w").close()  # ready
     while not os.path.exists(sys.argv[3]):  # go
         pass
     try:
@@ -193,21 +196,38 @@ RACER = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_two_protocols_in_processes_at_the_same_instant(tmp_path):
-    """The issue's race (5 of 5 trials accepted both): two processes, released together."""
+def _race_processes(tmp_path, changes: list[dict]) -> tuple[list[str], pathlib.Path]:
+    """Start one sweep process per config change, release them together; what each said."""
     import time
 
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = tmp_path / "racer.py"
     script.write_text(RACER.format(GRID=GRID))
     out, go = tmp_path / "s", tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, str(script), str(out), str(steps), str(go), root],
-                              stdout=subprocess.PIPE, text=True) for steps in (40, 41)]
+    procs = [subprocess.Popen([sys.executable, str(script), str(out), json.dumps(c), str(go),
+                               root], stdout=subprocess.PIPE, text=True) for c in changes]
+    ready = [f"{go}." + str(sorted(c.items())).replace(" ", "") for c in changes]
     deadline = time.time() + 120
-    while not all(os.path.exists(f"{go}.{s}") for s in (40, 41)) and time.time() < deadline:
+    while not all(os.path.exists(r) for r in ready) and time.time() < deadline:
         time.sleep(0.05)
     go.touch()
-    said = sorted(p.communicate(timeout=120)[0].split()[0] for p in procs)
+    return sorted(p.communicate(timeout=120)[0].split()[0] for p in procs), out
+
+
+@pytest.mark.slow
+def test_two_protocols_in_processes_at_the_same_instant(tmp_path):
+    """The issue's race (5 of 5 trials accepted both): two processes, released together."""
+    said, out = _race_processes(tmp_path, [{"training": {"steps": 40}},
+                                           {"training": {"steps": 41}}])
     assert said == ["accepted", "refused"]
     assert len({r["config"]["training"]["steps"] for r in RunStore(out).records()}) == 1
+
+
+@pytest.mark.slow
+def test_overlapping_grids_in_processes_lose_no_run_ids(tmp_path):
+    """The issue's lost update (sweep.json listed 30 of 45 runs in 4 of 4 trials)."""
+    changes = [{"seeds": [0, 1, 2]}, {"seeds": [2, 3, 4]}, {"seeds": [4, 5, 6]}]
+    said, out = _race_processes(tmp_path, changes)
+    assert said == ["accepted"] * 3
+    assert sorted(RunStore(out).read_manifest()["run_ids"]) == RunStore(out).run_ids()
+    assert len(RunStore(out).run_ids()) == 14
