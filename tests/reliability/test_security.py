@@ -82,6 +82,22 @@ def test_planted_symlinks_never_change_a_file_outside_out(tmp_path, monkeypatch)
     assert json.loads((out / "sweep.json").read_text())["kind"] == "a2"
 
 
+def test_figures_never_follow_planted_symlinks(tmp_path):
+    from matplotlib.figure import Figure
+
+    from weakcorr import plots
+
+    out, victims = tmp_path / "out", tmp_path / "victims"
+    victims.mkdir()
+    _plant(out, victims, ["figures/f.png", "figures/f.pdf"])
+    before = _snapshot(tmp_path, out)
+    fig = Figure()
+    fig.add_subplot().plot([1, 2], [1, 4])
+    png, pdf = plots.save_figure(fig, out / "figures" / "f")
+    assert _snapshot(tmp_path, out) == before
+    assert png.read_bytes().startswith(b"\x89PNG") and not png.is_symlink()
+
+
 def test_a_symlink_at_a_targets_name_is_replaced_not_followed(tmp_path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep")
