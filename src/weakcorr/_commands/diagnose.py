@@ -24,8 +24,10 @@ call. It replaces the MLP flags (--depth, --activation, --parameterization). --n
 images as [N, C, H, W] for CNNs.
 
 For each width and seed: exact C^{0,2}, C^{0,3} (RMS of the diagonal over --n-inputs inputs),
-the norm of C^{1,1} and the Hessian/gradient ratio at init (with the training lr), then f and
-f_lin trained --steps steps. Exponents over width come from quantile fits over seeds (at least
+the norm of C^{1,1} and the Hessian/gradient ratio at init (with the training lr), for
+weakcorr MLPs also ||Theta_n - Theta_inf||_F/||Theta_inf||_F (weakcorr.limits; expected n^-1/2)
+and, for MSE, the lr against the critical lr B*d_y/lambda_max (weakcorr.ntk.spectrum), then f
+and f_lin trained --steps steps. Exponents over width come from quantile fits over seeds (at least
 5 seeds, 3 widths); the verdicts compare them with Eq. 14 (Thm 3.1), Eq. 17 (Thm 3.2), Eq. 22
 (Cor. 4.1) and, with --r, Eq. 18. The defaults take under a minute on 2 idle CPU cores
 (measured: benchmarks/RESULTS.md).
