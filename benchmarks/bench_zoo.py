@@ -1,14 +1,16 @@
 """Model-zoo benchmark: the generic (any-module) paths on a CNN, a ResNet-style family and a ViT.
 
-For each model (``weakcorr.zoo``, float32, 28×28 single-channel inputs, 10 outputs):
+For each model (``weakcorr.zoo``, float32, single-channel 28×28 inputs, 14×14 for the ResNets,
+whose stride-1 convolutions keep the full resolution; 10 outputs):
 
 * ``diag``: exact ``C^{0,2}`` and ``C^{0,3}`` diagonals on ``--n-inputs`` inputs
   (``correlations.diagonal(orders=(2, 3), method="generic")``, one nested call);
 * ``ntk-<impl>``: the full empirical NTK [32, 32, 10, 10] of 32 inputs, by ``"jacobian"``
   (per-example Jacobian rows contracted) and ``"vp"`` (NTK-vector products; what ``"auto"``
   picks for these models);
-* ``step``: one paired training step (f and f_lin, batch 32, MSE) of ``train.paired_sgd``,
-  timed as (t(1 + k steps) − t(1 step)) / k so that setup and final metrics cancel.
+* ``step``: one paired training step (f and f_lin, batch 32, MSE) of ``train.paired_sgd``:
+  a 10-step run over 10 (an upper bound: it includes the set-up and the final metrics on 32
+  training and 8 test inputs, about one step's worth).
 
 Each task's FLOP count is what ``torch.utils.flop_counter.FlopCounterMode`` counts while it
 runs (matmuls and convolutions, forward and backward, as executed: nested forward mode executes
@@ -18,7 +20,7 @@ measured in the same run.  Times are the best of ``--repeat`` runs after a warm-
 machine report ratios (achieved / peak, implementation A / B), not absolute times.
 
     .venv/bin/python benchmarks/bench_zoo.py [--n-inputs 32] [--models cnn,resnet,vit]
-        [--threads 2] [--repeat 2] [--json]
+        [--threads 2] [--repeat 2] [--tasks diag,ntk-jacobian,ntk-vp,step] [--json]
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "resnet32": lambda: zoo.resnet(32, 0, blocks=2),
     "vit": lambda: zoo.vit(32, 0, image_size=28, patch=7, heads=4, layers=2),
 }
+SIDE = {"resnet8": 14, "resnet16": 14, "resnet32": 14}
 GROUPS = {"cnn": ["cnn"], "resnet": ["resnet8", "resnet16", "resnet32"], "vit": ["vit"]}
 
 
@@ -60,8 +63,9 @@ def matmul_peak(n: int = 2048, repeat: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def _best_time(fn: Callable[[], object], repeat: int) -> float:
-    fn()
+def _best_time(fn: Callable[[], object], repeat: int,
+               warm_up: Callable[[], object] | None = None) -> float:
+    (warm_up or fn)()
     best = float("inf")
     for _ in range(repeat):
         t = time.perf_counter()
@@ -76,43 +80,50 @@ def _flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def _data(n: int) -> types.SimpleNamespace:
+def _data(n: int, side: int) -> types.SimpleNamespace:
     g = torch.Generator().manual_seed(0)
-    X = torch.randn(n, 1, 28, 28, generator=g)
+    X = torch.randn(n, 1, side, side, generator=g)
     labels = torch.randint(0, 10, (n,), generator=g)
     Y = nn.functional.one_hot(labels, 10).float()
     return types.SimpleNamespace(X_train=X, Y_train=Y, labels_train=labels, X_test=X[:8],
                                  Y_test=Y[:8], labels_test=labels[:8])
 
 
-def bench_model(name: str, n_inputs: int, repeat: int, steps: int = 3) -> list[dict]:
+def bench_model(name: str, n_inputs: int, repeat: int, wanted: list[str],
+                steps: int = 10) -> list[dict]:
     model = MODELS[name]()
     fm = wc.functional(model)
-    data = _data(32)
+    data = _data(32, SIDE.get(name, 28))
     X = data.X_train
     wc.functional.check_derivatives(fm, X)
     fm._derivatives_checked = True
-    tasks: dict[str, Callable[[], object]] = {
-        "diag": lambda: wc.correlations.diagonal(fm, X[:n_inputs], orders=(2, 3), lr=1.0,
-                                                 method="generic"),
-        "ntk-jacobian": lambda: empirical_ntk(fm, X, implementation="jacobian"),
-        "ntk-vp": lambda: empirical_ntk(fm, X, implementation="vp"),
+    def diag(n: int) -> object:
+        return wc.correlations.diagonal(fm, X[:n], orders=(2, 3), lr=1.0, method="generic")
+
+    def ntk(impl: str, n: int = 32) -> object:
+        return empirical_ntk(fm, X[:n], implementation=impl)
+
+    tasks: dict[str, tuple[Callable[[], object], Callable[[], object]]] = {
+        "diag": (lambda: diag(n_inputs), lambda: diag(1)),
+        "ntk-jacobian": (lambda: ntk("jacobian"), lambda: ntk("jacobian", 2)),
+        "ntk-vp": (lambda: ntk("vp"), lambda: ntk("vp", 2)),
     }
     rows = []
-    for task, fn in tasks.items():
-        t = _best_time(fn, repeat)
+    for task, (fn, warm_up) in tasks.items():
+        if task not in wanted:
+            continue
+        t = _best_time(fn, repeat, warm_up)
         rows.append({"model": name, "n_params": fm.n_params, "task": task, "time_s": t,
                      "flops": _flops(fn)})
 
-    def train(k: int) -> None:
-        paired_sgd(model, data, lr=0.01, steps=k, batch_size=32, seed=0, log_every=1000,
+    def train() -> None:
+        paired_sgd(model, data, lr=0.01, steps=steps, batch_size=32, seed=0, log_every=steps,
                    implementation="autograd")
 
-    t1 = _best_time(lambda: train(1), repeat)
-    tk = _best_time(lambda: train(1 + steps), repeat)
-    f1, fk = _flops(lambda: train(1)), _flops(lambda: train(1 + steps))
-    rows.append({"model": name, "n_params": fm.n_params, "task": "step",
-                 "time_s": max(tk - t1, 1e-9) / steps, "flops": (fk - f1) // steps})
+    if "step" in wanted:
+        rows.append({"model": name, "n_params": fm.n_params, "task": "step",
+                     "time_s": _best_time(train, repeat) / steps,
+                     "flops": _flops(train) // steps})
     return rows
 
 
@@ -122,12 +133,14 @@ def main() -> None:
     parser.add_argument("--models", default="cnn,resnet,vit")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--tasks", default="diag,ntk-jacobian,ntk-vp,step")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = [m for g in args.models.split(",") for m in GROUPS.get(g, [g])]
     peak = matmul_peak()
-    rows = [r for name in names for r in bench_model(name, args.n_inputs, args.repeat)]
+    wanted = args.tasks.split(",")
+    rows = [r for name in names for r in bench_model(name, args.n_inputs, args.repeat, wanted)]
     peak_after = matmul_peak()
     for r in rows:
         r["gflops_per_s"] = r["flops"] / r["time_s"] / 1e9

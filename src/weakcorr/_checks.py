@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import grad as _grad
 from torch.func import jvp as _jvp
+from torch.func import vmap as _vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
@@ -151,7 +152,9 @@ def check_derivatives(
     Raises:
         ValueError: when the two routes disagree by more than the tolerance, naming the first
             module whose output derivative disagrees (and ``model`` itself when the disagreement
-            is in the module's own forward code).
+            is in the module's own forward code); when the model cannot run under nested
+            forward mode vmapped over inputs (an op without a forward derivative or batching
+            rule, e.g. recurrent layers), with PyTorch's message.
     """
     if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
         raise ValueError(f"`max_rows` must be an integer >= 1, got {max_rows!r}; e.g. 2.")
@@ -171,7 +174,21 @@ def check_derivatives(
     def f(q: dict[str, Tensor]) -> Tensor:
         return fm(q, x)
 
-    d1, d2 = _second_along(f, p, v)
+    def per_row(xr: Tensor) -> tuple[Tensor, Tensor]:  # vmapped over rows, as the library runs
+        d1r, d2r = _second_along(lambda q: fm(q, xr.unsqueeze(0))[0], p, v)
+        return d1r, d2r
+
+    try:
+        d1, d2 = _vmap(per_row)(x)
+    except (RuntimeError, NotImplementedError) as err:
+        raise ValueError(
+            f"model ({type(fm.module).__name__}) cannot run under weakcorr's transforms (nested "
+            f"forward-mode AD, vmapped over inputs) in torch {torch.__version__}: "
+            f"{type(err).__name__}: {str(err).splitlines()[0].rstrip('.')}. Supported: Linear, Conv, pooling, "
+            "Flatten, elementwise activations, softmax, the norm layers, Embedding, attention "
+            "and transformer layers (weakcorr.functional); recurrent layers (nn.RNN/LSTM/GRU) "
+            "do not run under vmap."
+        ) from None
     r = _random_like(d2, gen)
     a = (r * d2).sum()
     b = _forward_over_reverse(lambda q: (r * f(q)).sum(), p, v)

@@ -222,3 +222,21 @@ def test_check_derivatives_bad_input(kwargs, match):
 def test_eval_mode_must_be_bool():
     with pytest.raises(TypeError, match="`eval_mode` must be True or False"):
         wc.functional(_mlp(), eval_mode="yes")
+
+
+class Recurrent(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.out = nn.GRU(3, 4, batch_first=True), nn.Linear(4, 2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(self.rnn(x)[0][:, -1])
+
+
+def test_a_model_that_cannot_run_under_the_transforms_gets_one_clear_error():
+    torch.manual_seed(0)
+    fm = wc.functional(Recurrent().to(DT))
+    x = torch.randn(3, 4, 3, dtype=DT)
+    with pytest.raises(ValueError, match=r"model \(Recurrent\) cannot run under weakcorr's "
+                                         r"transforms .*recurrent layers \(nn.RNN/LSTM/GRU\)"):
+        C.diagonal(fm, x, d=2, lr=1.0)
