@@ -113,7 +113,7 @@ def check_report_dir(out_dir: str | os.PathLike[str], *, name: str = "out_dir"
     """
     store = RunStore(out_dir)
     root = store.root
-    check_writable_dir(root, name, subdirs=(store.runs_dir.name, _FIG_DIR))
+    check_writable_dir(out_dir, name, subdirs=(store.runs_dir.name, _FIG_DIR))  # '' refused
     manifest = store.read_manifest()
     if manifest is None:
         if (root / MANIFEST).exists():

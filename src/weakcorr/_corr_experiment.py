@@ -220,7 +220,7 @@ def check_out_dir(config: CorrelationSweep, out_dir: str | os.PathLike[str]) -> 
     """
     root = Path(out_dir)
     shown = repr(str(out_dir))
-    check_writable_dir(root, "--out")
+    check_writable_dir(out_dir, "--out")  # the string: '' (the current directory) is refused
     if not root.exists():
         return
     if (root / "sweep.json").exists():

@@ -310,3 +310,14 @@ def test_sigterm_releases_the_claims_of_pool_workers(tmp_path):
         sweep.run_sweep(config.load(GRID), str(out), executor=pool, check_data=False,
                         runner=StartLogRunner(str(tmp_path / "log"), delay_s=60))
     assert not list(runs.glob("*.claim")) and not list(RunStore(out).records())
+
+
+@pytest.mark.parametrize("argv", [
+    ["correlations", "--width", "4", "--depth", "1", "--dataset", "teacher", "--n-inputs", "2",
+     "--orders", "2", "--seeds", "1", "--quiet"],
+    ["a1", "demo", "--report-only"],
+], ids=["correlations", "a1"])
+def test_empty_out_is_refused_by_every_command(argv, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main([*argv, "--out", ""]) == 2
+    assert "is empty ('')" in capsys.readouterr().err and not list(tmp_path.iterdir())
