@@ -14,7 +14,7 @@ Timings depend on the load on the machine; run once, not in loops. Results:
 benchmarks/RESULTS.md.
 
     .venv/bin/python benchmarks/bench_limits.py [--n 1000] [--spectrum-inputs 512]
-        [--width 1024] [--check-dense] [--skip-spectrum]
+        [--width 1024] [--check-dense] [--skip-spectrum] [--skip-kernels]
 """
 
 from __future__ import annotations
@@ -103,8 +103,10 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=1024)
     ap.add_argument("--check-dense", action="store_true")
     ap.add_argument("--skip-spectrum", action="store_true")
+    ap.add_argument("--skip-kernels", action="store_true")
     args = ap.parse_args()
-    bench_kernels(args.n)
+    if not args.skip_kernels:
+        bench_kernels(args.n)
     if not args.skip_spectrum:
         bench_spectrum(args.spectrum_inputs, args.width, args.check_dense)
 
