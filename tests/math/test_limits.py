@@ -340,14 +340,14 @@ def _measurements(kd_exponent, lr_over_crit):
 def test_diagnose_kernel_convergence_and_stability_verdicts():
     from weakcorr._diagnose import analyze
 
-    res = analyze(_measurements(-0.5, lambda w: 0.5), n_boot=200)
+    res = analyze(_measurements(-0.5, lambda w: 0.5), n_boot=100)
     kd = res.exponents["kernel_distance"]
     assert kd.status == "fit" and kd.central[1] <= -0.5 <= kd.central[2]
     got = {v.claim.split(" (")[0]: v for v in res.verdicts}
     assert got["NTK → Θ∞"].verdict == "consistent"
     assert got["Stability"].verdict == "consistent" and "n=256: lr/lr_crit = 0.5" in got["Stability"].detail
     # a kernel that does not converge, an lr above the critical one at the widest width
-    res = analyze(_measurements(0.0, lambda w: 1.5 if w == 256 else 0.5), n_boot=200)
+    res = analyze(_measurements(0.0, lambda w: 1.5 if w == 256 else 0.5), n_boot=100)
     got = {v.claim.split(" (")[0]: v for v in res.verdicts}
     assert got["NTK → Θ∞"].verdict == "not consistent"
     assert got["Stability"].verdict == "not consistent" and "above at n = [256]" in got["Stability"].detail
