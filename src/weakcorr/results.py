@@ -53,7 +53,7 @@ from ._files import atomic_open, atomic_path, create_exclusive, ensure_dir, json
 __all__ = [
     "CORRUPT_DIR", "FINISHED", "METRIC_LIMIT", "PROTOCOL", "Corrupt", "RunStore", "atomic_path",
     "atomic_write_json", "canonical_json", "claim_protocol", "json_safe", "protocol_changes",
-    "read_json", "record_problem", "run_id",
+    "check_protocol", "read_json", "record_problem", "run_id",
 ]
 
 #: Statuses of finished runs (a rerun skips them); "failed" runs are redone only on request.
@@ -406,7 +406,22 @@ def claim_protocol(root: str | os.PathLike[str], kind: str, config: Mapping[str,
     else:
         raise ValueError(f"{label} {str(root)!r}: {PROTOCOL} is unreadable; pass a new "
                          f"directory as {flag} (or delete the damaged file)")
-    if held.get("kind") != kind:
+    check_protocol(root, held, kind, config, grid, label=label, flag=flag, allowed=allowed)
+
+
+def check_protocol(root: str | os.PathLike[str], held: Mapping[str, Any] | None, kind: str,
+                   config: Mapping[str, Any], grid: set[tuple[str, ...]], *,
+                   label: str = "`out_dir`", flag: str = "--out", allowed: str = "the grid"
+                   ) -> None:
+    """Check ``config`` against ``held``, the content of ``root``'s ``protocol.json`` (nothing
+    to check if None), as :func:`claim_protocol` does; writes nothing.
+
+    Raises:
+        ValueError: another kind or protocol, worded as in :func:`claim_protocol`.
+    """
+    if held is None:
+        return
+    if held.get("kind") != kind or not isinstance(held.get("config"), Mapping):
         raise ValueError(f"{label} {str(root)!r} holds a sweep of another kind "
                          f"({held.get('kind')!r}, by its {PROTOCOL}); pass a new directory as "
                          f"{flag}")

@@ -46,7 +46,8 @@ from . import config as _config
 from ._claims import ClaimingRunStore
 from ._executors import DaskExecutor, DaskLocalExecutor, SupervisedPoolExecutor
 from ._files import check_writable_dir
-from .results import FINISHED, MANIFEST, RunStore, claim_protocol, protocol_changes, run_id
+from .results import (FINISHED, MANIFEST, PROTOCOL, RunStore, check_protocol, claim_protocol,
+                      protocol_changes, read_json, run_id)
 
 __all__ = [
     "DaskExecutor", "DaskLocalExecutor", "Executor", "InProcessExecutor", "LocalPoolExecutor",
@@ -364,13 +365,24 @@ def check_out_dir(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] |
     (:func:`weakcorr._files.check_writable_dir`). If it holds a sweep already, that sweep must
     have the same protocol: only ``model.widths``, ``training.alphas``, ``seeds`` and
     ``execution`` may change, so that a directory can grow by widths, α or seeds while its
-    runs stay comparable (the report fits all of them together).
+    runs stay comparable (the report fits all of them together); the same against the
+    directory's ``protocol.json`` (:func:`weakcorr.results.check_protocol`). Writes nothing:
+    :func:`run_sweep` then fixes the protocol atomically (:func:`weakcorr.results.claim_protocol`).
 
     Raises:
         ValueError: naming ``out_dir``, what it holds, and the fix.
     """
     root = store.root
     check_writable_dir(root, "--out", subdirs=(store.runs_dir.name,))
+    old = _check_manifest(cfg, store)
+    held = read_json(root / PROTOCOL)  # fixed by the directory's first sweep (read only here)
+    check_protocol(root, held if isinstance(held, Mapping) else None, "a2", _config.to_dict(cfg),
+                   _GRID_FIELDS, label="`out_dir` (--out)", allowed=_GRID_TEXT)
+    return old
+
+
+def _check_manifest(cfg: _config.SweepConfig, store: RunStore) -> dict[str, Any] | None:
+    root = store.root
     old = store.read_manifest()
     if old is None:
         if (root / MANIFEST).exists():

@@ -231,3 +231,18 @@ def test_overlapping_grids_in_processes_lose_no_run_ids(tmp_path):
     assert said == ["accepted"] * 3
     assert sorted(RunStore(out).read_manifest()["run_ids"]) == RunStore(out).run_ids()
     assert len(RunStore(out).run_ids()) == 14
+
+
+def test_check_out_dir_reads_the_protocol_without_sweep_json(tmp_path):
+    """A first sweep killed after fixing its protocol, before writing sweep.json: a sweep of
+    another protocol is refused by the read-only check (e.g. --dry-run's), writing nothing."""
+    first = config.load(GRID)
+    sweep.run_sweep(first, str(tmp_path), runner=fake_runner, check_data=False)
+    (tmp_path / "sweep.json").unlink()
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    other = config.load({**GRID, "training": {**GRID["training"], "steps": 7}})
+    with pytest.raises(ValueError, match=r"another protocol \(training.steps: 20 -> 7; by its "
+                       r"protocol.json"):
+        sweep.check_out_dir(other, RunStore(tmp_path))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+    sweep.check_out_dir(config.load({**GRID, "seeds": 5}), RunStore(tmp_path))  # grid: fine
