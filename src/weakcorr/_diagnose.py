@@ -19,7 +19,9 @@ training. :func:`analyze` turns these measurements into exponents and verdicts:
   most the exponent of r.
 * the infinite width (weakcorr MLPs, :mod:`weakcorr.limits`): ‖Θ_n − Θ∞‖_F/‖Θ∞‖_F on the
   correlation inputs, Θ∞ at the model's widths (expected n^-1/2); and for MSE whether η(n)
-  is below the critical lr B·d_y/λ_max(Θ) (:func:`weakcorr.ntk.spectrum`) at each width.
+  is below the critical lr B·d_y/λ_max(Θ) (:func:`weakcorr.ntk.spectrum`) at each width;
+  for full-batch MSE with N·d_y <= 4096, the test distance of F_lin after S steps with Θ0
+  from F_lin with Θ∞ (:func:`weakcorr._limits.flin_distance`), fitted against width.
 
 Bounds use the highest quantile's exponent (the stochastic O of Def. 2.1 is an upper bound).
 A comparison (:func:`weakcorr.fits.decide`) is "not consistent" when the exponent's CI lies
@@ -66,7 +68,8 @@ COR41_SCALE = 1.0
 LABELS = {"error": "RMS(F − F_lin) after S steps", "c02": "C^{0,2}", "c03": "C^{0,3}",
           "c11": "‖C^{1,1}‖", "hg_ratio": "‖∇²f‖/‖∇f‖", "error_r": "RMS(F − F_lin) with lr·r(n)",
           "c2_exact": "C^{0,2}", "c3_exact": "C^{0,3}", "c11_same": "‖C^{1,1}‖",
-          "kernel_distance": "‖Θ_n − Θ∞‖_F/‖Θ∞‖_F"}
+          "kernel_distance": "‖Θ_n − Θ∞‖_F/‖Θ∞‖_F",
+          "flin_distance": "RMS(F_lin^Θ0 − F_lin^Θ∞)/RMS(F_lin^Θ∞ − F0) after S steps"}
 #: Training inputs on which the critical lr B·d_y/λ_max is estimated (at most).
 CRITICAL_LR_INPUTS = 256
 
@@ -84,6 +87,7 @@ class Measurement:
     hg_ratio: float | None = None
     kernel_distance: float | None = None  # ‖Θ_n − Θ∞‖_F/‖Θ∞‖_F (weakcorr MLPs, _limits)
     critical_lr: float | None = None      # B·d_y/λ_max of Θ (first seed of each width)
+    flin_distance: float | None = None    # F_lin with Θ0 against Θ∞ after S steps (full batch)
     error: float | None = None
     error_r: float | None = None
     output_rms: float = 1.0
@@ -321,6 +325,9 @@ def analyze(measurements: Sequence[Measurement], *, r_exponent: float | None = N
     if any(m.kernel_distance is not None for m in at_init):
         exps["kernel_distance"] = fit_exponent("kernel_distance", by_width("kernel_distance",
                                                at_init), n_boot=n_boot, level=level, seed=seed)
+    if any(m.flin_distance is not None for m in at_init):
+        exps["flin_distance"] = fit_exponent("flin_distance", by_width("flin_distance",
+                                             at_init), n_boot=n_boot, level=level, seed=seed)
     span = f"n = {widths[0]}–{widths[-1]}" if widths else "no widths"
     verdicts: list[Verdict] = []
     err = exps["error"]
@@ -607,6 +614,11 @@ def diagnose(
                 n_crit = min(CRITICAL_LR_INPUTS, batch_size or len(data.X_train))
                 xc = data.X_train[:n_crit].to(device=dev, dtype=Xd.dtype)
                 m.critical_lr = _critical_lr(fm, xc)
+            if batch_size is None and loss == "mse":  # closed-form F_lin, Θ0 against Θ∞
+                like = dict(device=dev, dtype=Xd.dtype)
+                m.flin_distance = _limits.flin_distance(
+                    model, data.X_train.to(**like), data.Y_train.to(**like),
+                    data.X_test.to(**like), lr=lr_n, steps=steps)
             gen = torch.Generator().manual_seed(s)
             m.c11 = max(float(C.norm(fm, Xd[:1], [xs], D=1, lr=lr_n, restarts=norm_restarts,
                                      generator=gen).value) for xs in (Xd[:1], Xd[1:2]))

@@ -32,6 +32,7 @@ from .models import MLP, Activation, Parameterization
 
 __all__ = [
     "CLOSED_FORM",
+    "FLIN_MAX_ENTRIES",
     "DEFAULT_QUADRATURE",
     "LayerCoefficients",
     "LimitSpec",
@@ -39,6 +40,7 @@ __all__ = [
     "auto_order",
     "dual_cross",
     "dual_diag",
+    "flin_distance",
     "kernel_distance",
     "quadrature_dual",
     "kernels",
@@ -376,3 +378,47 @@ def kernel_distance(model: object, x: Tensor) -> float | None:
     eye = torch.eye(spec.d_out, dtype=torch.float64, device=emp.device)
     lim = theta.to(emp.device)[..., None, None] * eye
     return float((emp - lim).norm() / lim.norm())
+
+
+#: Largest N·d_y for which :func:`flin_distance` builds the [N·d_y]² training kernels.
+FLIN_MAX_ENTRIES = 4096
+
+
+def flin_distance(
+    model: object, x_train: Tensor, y_train: Tensor, x_test: Tensor, *, lr: float, steps: int
+) -> float | None:
+    """RMS(F_lin^{Θ0} − F_lin^{Θ∞}) / RMS(F_lin^{Θ∞} − F0) on ``x_test`` after ``steps`` GD steps.
+
+    Both are full-batch GD on the mean MSE in closed form (:func:`weakcorr.limits.gd_mse`)
+    from the network's own outputs F0: with its empirical kernel Θ0 and with Θ∞ at its
+    widths (``at_model_widths``), so the difference is the finite-width kernel's alone,
+    relative to what training changed.  ``None`` when the model is not a weakcorr MLP (or a
+    mup one) or N·d_y > :data:`FLIN_MAX_ENTRIES`.
+    """
+    from .limits import gd_mse
+    from .ntk import empirical_ntk
+
+    try:
+        spec = spec_of(model, None, None, True)
+    except (TypeError, ValueError):
+        return None
+    if len(x_train) * spec.d_out > FLIN_MAX_ENTRIES:
+        return None
+    f64 = torch.float64
+    xt, xe = x_train.detach(), x_test.detach()
+    with torch.no_grad():
+        f_tr, f_te = model(xt).to(f64), model(xe).to(f64)  # type: ignore[operator]
+    y = y_train.detach().to(f64)
+    k0_tt = empirical_ntk(model, xt).to(f64)            # type: ignore[arg-type]
+    k0_et = empirical_ntk(model, xe, xt).to(f64)        # type: ignore[arg-type]
+    _, kinf_tt = kernels(spec, xt.to(f64), None, want_ntk=True, diagonal=False)
+    _, kinf_et = kernels(spec, xe.to(f64), xt.to(f64), want_ntk=True, diagonal=False)
+    assert kinf_tt is not None and kinf_et is not None
+    dev = k0_tt.device
+    _, fin = gd_mse(k0_tt, y, lr=lr, steps=steps, fx_train_0=f_tr, k_test_train=k0_et,
+                    fx_test_0=f_te)
+    _, inf = gd_mse(kinf_tt.to(dev), y, lr=lr, steps=steps, fx_train_0=f_tr,
+                    k_test_train=kinf_et.to(dev), fx_test_0=f_te)
+    assert fin is not None and inf is not None
+    moved = float((inf - f_te).pow(2).mean().sqrt())
+    return float((fin - inf).pow(2).mean().sqrt()) / moved if moved > 0 else None

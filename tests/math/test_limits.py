@@ -371,3 +371,23 @@ def test_a1_records_the_kernel_distance():
     metrics, _ = _a1._init_metrics(functional(net), x, c, 0, {})
     assert metrics["kernel_distance"] == pytest.approx(_limits.kernel_distance(net, x), rel=1e-6)
     assert "kernel_distance" in dict(QUANTITIES)
+
+
+def test_flin_distance_against_step_by_step_references():
+    g = torch.Generator().manual_seed(0)
+    x, y, xe = (torch.randn(6, 4, generator=g, dtype=D), torch.randn(6, 2, generator=g, dtype=D),
+                torch.randn(3, 4, generator=g, dtype=D))
+    net = mlp(4, [16], 2, activation="relu", parameterization="ntk", seed=1, dtype=D)
+    lr, steps = 0.7, 12
+    fin = kernel_dynamics(net, [(x, y)] * steps, xe, lr=lr)        # Eq. 8 with Θ0
+    k_tt, k_et = limits.ntk(net, x, per_output=True), limits.ntk(net, xe, x, per_output=True)
+    with torch.no_grad():
+        f_tr, f_te = net(x), net(xe)
+    f0_te = f_te.clone()
+    for _ in range(steps):                                          # Eq. 8 with Θ∞
+        r = 2 * (f_tr - y) / y.numel()
+        f_tr, f_te = f_tr - lr * k_tt @ r, f_te - lr * k_et @ r
+    ref = float((fin - f_te).pow(2).mean().sqrt() / (f_te - f0_te).pow(2).mean().sqrt())
+    got = _limits.flin_distance(net, x, y, xe, lr=lr, steps=steps)
+    assert got == pytest.approx(ref, rel=1e-9)
+    assert _limits.flin_distance(torch.nn.Linear(4, 2), x, y, xe, lr=lr, steps=steps) is None
