@@ -20,7 +20,7 @@ training. :func:`analyze` turns these measurements into exponents and verdicts:
 * the infinite width (weakcorr MLPs, :mod:`weakcorr.limits`): ‖Θ_n − Θ∞‖_F/‖Θ∞‖_F on the
   correlation inputs, Θ∞ at the model's widths (expected n^-1/2); and for MSE whether η(n)
   is below the critical lr B·d_y/λ_max(Θ) (:func:`weakcorr.ntk.spectrum`) at each width;
-  for full-batch MSE with N·d_y <= 4096, the test distance of F_lin after S steps with Θ0
+  for full-batch MSE with N·d_y <= 2048, the test distance of F_lin after S steps with Θ0
   from F_lin with Θ∞ (:func:`weakcorr._limits.flin_distance`), fitted against width.
 
 Bounds use the highest quantile's exponent (the stochastic O of Def. 2.1 is an upper bound).
