@@ -12,11 +12,14 @@ whose stride-1 convolutions keep the full resolution; 10 outputs):
   a 10-step run over 10 (an upper bound: it includes the set-up and the final metrics on 32
   training and 8 test inputs, about one step's worth).
 
-Each task's FLOP count is what ``torch.utils.flop_counter.FlopCounterMode`` counts while it
-runs (matmuls and convolutions, forward and backward, as executed: nested forward mode executes
-~3^k times the forward pass's bilinear FLOPs for order k), its achieved GFLOP/s is that count
-over the measured time, and the machine's float32 matmul peak (2048² GEMM, best of 5) is
-measured in the same run.  Times are the best of ``--repeat`` runs after a warm-up.  On a loaded
+Each task's FLOP count (``GFLOP``) is what ``torch.utils.flop_counter.FlopCounterMode`` counts
+(matmuls and convolutions, forward and backward) on ONE input, scaled to the task (see
+``bench_model``: the counter over-counts convolution backward under nested vmap quadratically
+in the inputs per vmap; the raw count of the whole task is the ``counted`` column).  Nested
+forward mode executes ~3^k times the forward pass's bilinear FLOPs for order k (27x for the
+order-3 diagonal; Taylor mode would need ~10x), and the count is of that executed work.
+Achieved GFLOP/s is that count over the measured time, beside the machine's float32 matmul
+peak (2048² GEMM, best of 5) measured in the same run.  Times are the best of ``--repeat`` runs after a warm-up.  On a loaded
 machine report ratios (achieved / peak, implementation A / B), not absolute times.
 
     .venv/bin/python benchmarks/bench_zoo.py [--n-inputs 32] [--models cnn,resnet,vit]
@@ -108,22 +111,33 @@ def bench_model(name: str, n_inputs: int, repeat: int, wanted: list[str],
         "ntk-jacobian": (lambda: ntk("jacobian"), lambda: ntk("jacobian", 2)),
         "ntk-vp": (lambda: ntk("vp"), lambda: ntk("vp", 2)),
     }
+    # Nominal FLOPs: FlopCounterMode over-counts convolution backward under nested vmap
+    # (per-example gradients, vmapped over inputs and over one-hot cotangents) quadratically in
+    # the inputs per vmap (CNN: 4.8 / 64.7 / 250.8 GFLOP for 4 / 16 / 32 inputs' gradients that
+    # take the same ~1 s), so work is counted on one input and scaled: diag x n inputs, the
+    # kernel as 32 inputs' gradient rows + the contraction 2 (32 d_y)^2 N (the jacobian
+    # algorithm's work; the vp row uses the same figure, the kernel being the same).
+    d_y = 10
+    one_input = {"diag": lambda: _flops(lambda: diag(1)) * n_inputs,
+                 "ntk": lambda: (_flops(lambda: ntk("jacobian", 1)) * 32
+                                 + 2 * (32 * d_y) ** 2 * fm.n_params)}
     rows = []
     for task, (fn, warm_up) in tasks.items():
         if task not in wanted:
             continue
         t = _best_time(fn, repeat, warm_up)
         rows.append({"model": name, "n_params": fm.n_params, "task": task, "time_s": t,
-                     "flops": _flops(fn)})
+                     "flops": one_input[task.split("-")[0]](), "flops_counted": _flops(fn)})
 
     def train() -> None:
         paired_sgd(model, data, lr=0.01, steps=steps, batch_size=32, seed=0, log_every=steps,
                    implementation="autograd")
 
     if "step" in wanted:
+        counted = _flops(train) // steps
         rows.append({"model": name, "n_params": fm.n_params, "task": "step",
-                     "time_s": _best_time(train, repeat) / steps,
-                     "flops": _flops(train) // steps})
+                     "time_s": _best_time(train, repeat) / steps, "flops": counted,
+                     "flops_counted": counted})
     return rows
 
 
@@ -151,10 +165,11 @@ def main() -> None:
     print(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s before, {peak_after / 1e9:.1f} after "
           f"({args.threads} threads); diag on {args.n_inputs} inputs, NTK on 32")
     print(f"{'model':9s} {'params':>8s} {'task':13s} {'time s':>8s} {'GFLOP':>8s} "
-          f"{'GFLOP/s':>8s} {'% peak':>7s}")
+          f"{'GFLOP/s':>8s} {'% peak':>7s} {'counted':>8s}")
     for r in rows:
         print(f"{r['model']:9s} {r['n_params']:8d} {r['task']:13s} {r['time_s']:8.3f} "
-              f"{r['flops'] / 1e9:8.2f} {r['gflops_per_s']:8.1f} {r['pct_of_peak']:7.1f}")
+              f"{r['flops'] / 1e9:8.2f} {r['gflops_per_s']:8.1f} {r['pct_of_peak']:7.1f} "
+              f"{r['flops_counted'] / 1e9:8.2f}")
 
 
 if __name__ == "__main__":
