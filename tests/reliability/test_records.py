@@ -287,3 +287,42 @@ def test_a_batch_split_between_two_sweeps_keeps_its_bits(tmp_path):
     for rid in (_ids(cfg)[0], _ids(cfg)[2]):
         a, b = RunStore(full).read(rid), RunStore(split).read(rid)
         assert a["metrics"] == b["metrics"] and a["logs"] == b["logs"]  # exact
+
+
+def _json_values():
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8),
+                        st.floats(allow_nan=True, allow_infinity=True))
+    return st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(
+            ["status", "config", "metrics", "logs", "seed", "run_id", "kind", "model",
+             "training", "width", "alpha", "mse_test", "acc_f_test", "step"]), inner,
+            max_size=5)), max_leaves=20)
+
+
+@pytest.mark.slow  # 300 examples: ~4 s
+def test_any_json_in_a_run_file_is_a_record_or_corrupt(tmp_path):
+    """Fuzz: whatever JSON a run file holds, reading it never raises; it is a valid record
+    (and then loads into the table) or corrupt with a reason."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    store = RunStore(tmp_path)
+    store.runs_dir.mkdir()
+    rid = "0123456789abcdef"
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(_json_values(), st.booleans())
+    def check(value, as_record):
+        if as_record and isinstance(value, dict):
+            value = {**value, "status": "ok"}
+        store.path(rid).write_text(json.dumps(value, allow_nan=True))
+        rec, bad = store.inspect(rid)
+        assert (rec is None) != (bad is None)
+        assert bad is None or (bad.name == f"{rid}.json" and bad.reason)
+        if rec is not None:
+            analysis.table_from_records([rec])
+            assert store.state(rid) in {"ok", "diverged", "failed"}
+
+    check()
