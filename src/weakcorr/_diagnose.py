@@ -21,7 +21,10 @@ training. :func:`analyze` turns these measurements into exponents and verdicts:
   correlation inputs, Θ∞ at the model's widths (expected n^-1/2); and for MSE whether η(n)
   is below the critical lr B·d_y/λ_max(Θ) (:func:`weakcorr.ntk.spectrum`) at each width;
   for full-batch MSE with N·d_y <= 2048, the test distance of F_lin after S steps with Θ0
-  from F_lin with Θ∞ (:func:`weakcorr._limits.flin_distance`), fitted against width.
+  from F_lin with Θ∞ (:func:`weakcorr._limits.flin_distance`), fitted against width;
+* per layer (any model, first seed of each width, 4 inputs): each parameter group's share of
+  C^{0,1} and the RMS of its C^{0,2} terms and of the mixed-group ones
+  (:func:`weakcorr.correlations.by_group`), a table in the report.
 
 Bounds use the highest quantile's exponent (the stochastic O of Def. 2.1 is an upper bound).
 A comparison (:func:`weakcorr.fits.decide`) is "not consistent" when the exponent's CI lies
@@ -55,6 +58,7 @@ from . import correlations as C
 from .asymptotics import MIN_NS, MIN_SAMPLES, fit_order
 from .fits import INCONCLUSIVE, decide, loglog_slope, mean_interval
 from .functional import functional
+from ._per_layer import summary as layer_summary
 from .ntk import spectrum as ntk_spectrum
 from .train import paired_sgd
 
@@ -88,6 +92,7 @@ class Measurement:
     kernel_distance: float | None = None  # ‖Θ_n − Θ∞‖_F/‖Θ∞‖_F (weakcorr MLPs, _limits)
     critical_lr: float | None = None      # B·d_y/λ_max of Θ (first seed of each width)
     flin_distance: float | None = None    # F_lin with Θ0 against Θ∞ after S steps (full batch)
+    by_layer: dict[str, Any] | None = None  # _per_layer.summary on 4 inputs (first seed)
     error: float | None = None
     error_r: float | None = None
     output_rms: float = 1.0
@@ -440,6 +445,31 @@ def _kernel_verdicts(exps: Mapping[str, Exponent], ms: Sequence[Measurement]) ->
     return out
 
 
+def _layer_lines(result: DiagnoseResult) -> list[str]:
+    """Markdown: each parameter group's share of C^{0,1} and RMS of C^{0,2} per width."""
+    rows = sorted((m.width, m.by_layer) for m in result.measurements if m.by_layer)
+    if not rows:
+        return []
+    groups = list(rows[-1][1]["c02_rms"])
+    widths = [w for w, _ in rows]
+    out = ["", "## Per layer (C^{0,1} share / RMS of C^{0,2}; first seed, 4 inputs)", "",
+           "| group | " + " | ".join(f"n = {w}" for w in widths) + " | C^{0,2} slope |",
+           "|---|" + "---|" * (len(widths) + 1)]
+    for g in groups:
+        cells = []
+        for _, b in rows:
+            share = b["c01_share"].get(g)
+            c2 = b["c02_rms"].get(g, math.nan)
+            cells.append((f"{100 * share:.0f} % / " if share is not None else "") + f"{c2:.2e}")
+        slope = loglog_slope(widths, [b["c02_rms"].get(g, math.nan) for _, b in rows])
+        slope_text = f"{slope:+.2f}" if math.isfinite(slope) else "–"
+        out.append(f"| {g} | " + " | ".join(cells) + f" | {slope_text} |")
+    out += ["", "Groups are modules (weakcorr.correlations.by_group); 'mixed' is the sum of the "
+            "cross-group Hessian terms, so within-group and mixed terms add up to 'total'; the "
+            "slope is log-log over widths (one seed: no CI)."]
+    return out
+
+
 def _critical_lr(fm: Any, x: torch.Tensor) -> float | None:
     """B·d_y/λ_max of the empirical NTK on ``x`` (:func:`weakcorr.ntk.spectrum`), or None."""
     try:
@@ -614,6 +644,9 @@ def diagnose(
                 n_crit = min(CRITICAL_LR_INPUTS, batch_size or len(data.X_train))
                 xc = data.X_train[:n_crit].to(device=dev, dtype=Xd.dtype)
                 m.critical_lr = _critical_lr(fm, xc)
+            if s == seed_list[0]:  # which layer carries C^{0,1} and C^{0,2}
+                with contextlib.suppress(ValueError, RuntimeError):
+                    m.by_layer = layer_summary(C.by_group(fm, Xd[:4], lr=lr_n))
             if batch_size is None and loss == "mse":  # closed-form F_lin, Θ0 against Θ∞
                 like = dict(device=dev, dtype=Xd.dtype)
                 m.flin_distance = _limits.flin_distance(
@@ -719,6 +752,7 @@ def write_report(result: DiagnoseResult, out_dir: str | Any) -> dict[str, Any]:
               "## Exponents", "", "| quantity | status | exponent |", "|---|---|---|"]
     for k, e in result.exponents.items():
         lines.append(f"| {LABELS.get(k, k)} | {e.status} | {e.text()} {e.note} |")
+    lines += _layer_lines(result)
     lines += ["", "## Deviation vs step (Cor. 4.1): late-half log-log slope per width", "",
               "| width | slope | CI |", "|---|---|---|"]
     for w, (s, lo, hi) in result.deviation_slopes.items():

@@ -29,7 +29,7 @@ from torch.func import vmap
 
 from .functional import FunctionalModel, functional
 
-__all__ = ["GroupBreakdown", "by_group", "default_groups"]
+__all__ = ["GroupBreakdown", "by_group", "default_groups", "summary"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,3 +173,27 @@ def by_group(
         groups=tuple(resolved), members=tuple(tuple(m) for m in resolved.values()),
         c01=c01, c02=c02,
     )
+
+
+def summary(result: GroupBreakdown) -> dict[str, dict[str, float]]:
+    """Scalars of a breakdown for reports.
+
+    Returns:
+        ``{"c01_share": {group: Σ C^{0,1}_G / Σ C^{0,1}}, "c02_rms": {group: RMS of the
+        within-group term, "mixed": RMS of the sum of the mixed-group terms, "total": RMS of
+        C^{0,2}}}``, RMS over inputs and outputs.
+    """
+    c01 = result.c01.double()
+    total01 = float(c01.sum())
+    share = {g: (float(c01[a].sum()) / total01 if total01 > 0 else math.nan)
+             for a, g in enumerate(result.groups)}
+    c02 = result.c02.double()
+    within = torch.diagonal(c02, dim1=0, dim2=1).movedim(-1, 0)        # [G, B, d_y]
+    mixed = c02.sum((0, 1)) - within.sum(0)
+
+    def rms(t: Tensor) -> float:
+        return float(t.pow(2).mean().sqrt())
+
+    c02_rms = {g: rms(within[a]) for a, g in enumerate(result.groups)}
+    c02_rms.update(mixed=rms(mixed), total=rms(c02.sum((0, 1))))
+    return {"c01_share": share, "c02_rms": c02_rms}

@@ -391,3 +391,21 @@ def test_flin_distance_against_step_by_step_references():
     got = _limits.flin_distance(net, x, y, xe, lr=lr, steps=steps)
     assert got == pytest.approx(ref, rel=1e-9)
     assert _limits.flin_distance(torch.nn.Linear(4, 2), x, y, xe, lr=lr, steps=steps) is None
+
+
+def test_diagnose_per_layer_lines():
+    from weakcorr._diagnose import _layer_lines, analyze
+
+    ms = _measurements(-0.5, lambda w: 0.5)
+    for m in ms:
+        if m.seed == 0:
+            m.by_layer = {"c01_share": {"linears.0": 0.25, "linears.1": 0.75},
+                          "c02_rms": {"linears.0": 2.0 / m.width, "linears.1": 1.0 / m.width,
+                                      "mixed": 0.5 / m.width, "total": 3.0 / m.width}}
+    lines = _layer_lines(analyze(ms, n_boot=50))
+    row = next(x for x in lines if x.startswith("| linears.1 |"))
+    assert "75 % / 3.91e-03" in row and row.endswith("| -1.00 |")   # n = 256: 1/256
+    assert any(x.startswith("| mixed |") for x in lines)
+    for m in ms:
+        m.by_layer = None
+    assert _layer_lines(analyze(ms, n_boot=50)) == []

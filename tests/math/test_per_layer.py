@@ -73,3 +73,17 @@ def test_prefix_groups_and_errors(net_and_x):
         correlations.by_group(net, x, lr=1.0, groups={"a": ["linears"], "b": ["linears.0"]})
     with pytest.raises(ValueError, match="`lr` must be a finite number > 0"):
         correlations.by_group(net, x, lr=0)
+
+
+def test_summary(net_and_x):
+    from weakcorr._per_layer import summary
+
+    net, x = net_and_x
+    r = correlations.by_group(net, x, lr=0.3)
+    s = summary(r)
+    assert sum(s["c01_share"].values()) == pytest.approx(1.0, rel=1e-12)
+    within = [r.c02[a, a] for a in range(3)]
+    mixed = r.c02.sum((0, 1)) - sum(within)
+    assert s["c02_rms"]["mixed"] == pytest.approx(float(mixed.pow(2).mean().sqrt()), rel=1e-12)
+    assert s["c02_rms"]["linears.1"] == pytest.approx(float(within[1].pow(2).mean().sqrt()), rel=1e-12)
+    assert s["c02_rms"]["total"] == pytest.approx(float(r.c02_total.pow(2).mean().sqrt()), rel=1e-12)
