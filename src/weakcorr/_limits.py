@@ -44,6 +44,7 @@ __all__ = [
     "kernel_distance",
     "quadrature_dual",
     "kernels",
+    "linear_gd",
     "layer_coefficients",
     "spec_of",
 ]
@@ -395,7 +396,6 @@ def flin_distance(
     relative to what training changed.  ``None`` when the model is not a weakcorr MLP (or a
     mup one) or N·d_y > :data:`FLIN_MAX_ENTRIES`.
     """
-    from .limits import gd_mse
     from .ntk import empirical_ntk
 
     try:
@@ -415,10 +415,53 @@ def flin_distance(
     _, kinf_et = kernels(spec, xe.to(f64), xt.to(f64), want_ntk=True, diagonal=False)
     assert kinf_tt is not None and kinf_et is not None
     dev = k0_tt.device
-    _, fin = gd_mse(k0_tt, y, lr=lr, steps=steps, fx_train_0=f_tr, k_test_train=k0_et,
-                    fx_test_0=f_te)
-    _, inf = gd_mse(kinf_tt.to(dev), y, lr=lr, steps=steps, fx_train_0=f_tr,
-                    k_test_train=kinf_et.to(dev), fx_test_0=f_te)
+    _, fin = linear_gd(k0_tt, y, f_tr, lr, steps, k0_et, f_te)
+    _, inf = linear_gd(kinf_tt.to(dev), y, f_tr, lr, steps, kinf_et.to(dev), f_te)  # k ⊗ I
     assert fin is not None and inf is not None
     moved = float((inf - f_te).pow(2).mean().sqrt())
     return float((fin - inf).pow(2).mean().sqrt()) / moved if moved > 0 else None
+
+
+def linear_gd(
+    k_train_train: Tensor, y_train: Tensor, f0: Tensor, lr: float, steps: int,
+    k_test_train: Tensor | None, ft0: Tensor | None,
+) -> tuple[Tensor, Tensor | None]:
+    """The closed form behind :func:`weakcorr.limits.gd_mse` (arguments already checked)."""
+    n, d_y = y_train.shape
+    scalar = k_train_train.ndim == 2
+    c = 2.0 * lr / (n * d_y)
+    r0 = f0 - y_train
+    if scalar:
+        lam, vec = torch.linalg.eigh(k_train_train)
+        proj = vec.T @ r0                                                  # [N, d_y]
+    else:
+        flat = k_train_train.permute(0, 2, 1, 3).reshape(n * d_y, n * d_y)
+        lam, vec = torch.linalg.eigh(flat)
+        proj = vec.T @ r0.reshape(-1)
+    x = c * lam
+    power = _one_minus_power(x, steps)            # 1 - (1 - cλ)^s
+    safe = torch.where(lam == 0, 1.0, lam)
+    g = torch.where(lam == 0, torch.full_like(lam, c * steps), power / safe)
+    keep = 1.0 - power                            # (1 - cλ)^s
+    if scalar:
+        fx_train = y_train + vec @ (keep[:, None] * proj)
+        coef = vec @ (g[:, None] * proj)                                   # [N, d_y]
+    else:
+        fx_train = y_train + (vec @ (keep * proj)).reshape(n, d_y)
+        coef = (vec @ (g * proj)).reshape(n, d_y)
+    if k_test_train is None:
+        return fx_train, None
+    if scalar:
+        fx_test = ft0 - k_test_train @ coef
+    else:
+        fx_test = ft0 - torch.einsum("enij,nj->ei", k_test_train, coef)
+    return fx_train, fx_test
+
+
+def _one_minus_power(x: Tensor, steps: int) -> Tensor:
+    """1 − (1 − x)^s, accurate for small |x| (expm1/log1p) and exact integer powers otherwise."""
+    small = x.abs() < 0.5
+    xs = torch.where(small, x, 0.0)
+    stable = -torch.expm1(steps * torch.log1p(-xs))
+    direct = 1.0 - (1.0 - x) ** steps
+    return torch.where(small, stable, direct)

@@ -268,42 +268,9 @@ def gd_mse(
                 "full [.., N, d_y, d_y] kernels."
             )
         ft0 = _check_f("fx_test_0", fx_test_0, y_train, e, d_y)
-    c = 2.0 * lr / (n * d_y)
-    r0 = f0 - y_train
-    if scalar:
-        lam, vec = torch.linalg.eigh(k_train_train)
-        proj = vec.T @ r0                                                  # [N, d_y]
     else:
-        flat = k_train_train.permute(0, 2, 1, 3).reshape(n * d_y, n * d_y)
-        lam, vec = torch.linalg.eigh(flat)
-        proj = vec.T @ r0.reshape(-1)
-    x = c * lam
-    power = _one_minus_power(x, steps)            # 1 - (1 - cλ)^s
-    safe = torch.where(lam == 0, 1.0, lam)
-    g = torch.where(lam == 0, torch.full_like(lam, c * steps), power / safe)
-    keep = 1.0 - power                            # (1 - cλ)^s
-    if scalar:
-        fx_train = y_train + vec @ (keep[:, None] * proj)
-        coef = vec @ (g[:, None] * proj)                                   # [N, d_y]
-    else:
-        fx_train = y_train + (vec @ (keep * proj)).reshape(n, d_y)
-        coef = (vec @ (g * proj)).reshape(n, d_y)
-    if k_test_train is None:
-        return fx_train, None
-    if scalar:
-        fx_test = ft0 - k_test_train @ coef
-    else:
-        fx_test = ft0 - torch.einsum("enij,nj->ei", k_test_train, coef)
-    return fx_train, fx_test
-
-
-def _one_minus_power(x: Tensor, steps: int) -> Tensor:
-    """1 − (1 − x)^s, accurate for small |x| (expm1/log1p) and exact integer powers otherwise."""
-    small = x.abs() < 0.5
-    xs = torch.where(small, x, 0.0)
-    stable = -torch.expm1(steps * torch.log1p(-xs))
-    direct = 1.0 - (1.0 - x) ** steps
-    return torch.where(small, stable, direct)
+        k_test_train, ft0 = None, None
+    return _limits.linear_gd(k_train_train, y_train, f0, lr, steps, k_test_train, ft0)
 
 
 def _check_kernel(name: str, k: Tensor, rows: int, cols: int, d_y: int) -> bool:
