@@ -216,9 +216,10 @@ def test_deep_monte_carlo(act, param):
     lk = kw if param == "mup" else {}
     lim = limits.ntk(net, x, per_output=True, at_model_widths=param == "standard", **lk)
     _assert_within_se(ntks, lim, bias=0.03)
-    if param == "ntk":
+    if param in ("ntk", "standard"):
         cov = torch.einsum("sai,sbi->siab", outs, outs).reshape(-1, 3, 3)
-        _assert_within_se(cov, limits.nngp(net, x, per_output=True, **lk), bias=0.03)
+        k = limits.nngp(net, x, per_output=True, at_model_widths=param == "standard", **lk)
+        _assert_within_se(cov, k, bias=0.03)
 
 
 @pytest.mark.parametrize("param", ["standard", "mup"])
