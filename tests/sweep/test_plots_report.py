@@ -391,8 +391,12 @@ def test_float32_precision_note_names_the_runs_below_the_floor():
     })
     note = report._float32_note(table, "mse_test")
     assert note is not None
-    assert note.startswith("Precision: 1 float32 run(s) have mse_test below 1e-12 (α = -1: 1 "
-                           "(widths 1024–1024))")
+    assert note.startswith("Precision: 1 float32 run(s) have mse_test below 1e-12 (below 1e-09 "
+                           "from width 2048) (α = -1: 1 (widths 1024–1024))")
+    wide = pd.DataFrame({"status": ["ok", "ok", "ok"], "dtype": ["float32"] * 3,
+                         "alpha": [-1.0, -0.5, -1.0], "width": [2048, 2048, 1024],
+                         "mse_test": [3e-12, 3e-8, 3e-12]})  # 3e-12: float32's at 2048, α = -1
+    assert "(α = -1: 1 (widths 2048–2048))" in report._float32_note(wide, "mse_test")
     assert report._float32_note(table.assign(mse_test=1e-3), "mse_test") is None
     assert report._float32_note(table, "acc_f_test") is None
     assert report._float32_note(table.assign(dtype="float64"), "mse_test") is None
