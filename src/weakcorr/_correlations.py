@@ -74,10 +74,13 @@ def check_lr(lr: object) -> float:
 
 
 def check_fm(fm: object) -> FunctionalModel:
+    """``fm`` as a FunctionalModel: an ``nn.Module`` is converted (θ0 = its parameters)."""
+    if isinstance(fm, torch.nn.Module):
+        fm = F.functional(fm)
     if not isinstance(fm, FunctionalModel):
         raise ValueError(
-            f"`fm` must be a weakcorr FunctionalModel, got {type(fm).__name__}; "
-            "convert the module once with weakcorr.functional(model)."
+            f"`fm` must be a weakcorr FunctionalModel or an nn.Module, got {type(fm).__name__}; "
+            "pass the model, or weakcorr.functional(model)."
         )
     refuse_stochastic_modules(fm.module)
     return fm

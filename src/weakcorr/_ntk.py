@@ -207,11 +207,15 @@ def _pairs(
             yield s1, s2
 
 
-def _alloc(b1: int, b2: int, d_y: int, like: Tensor, *, trace: bool, diagonal: bool) -> Tensor:
+def _alloc(b1: int, b2: int, d_y: int, like: Tensor, params: Mapping[str, Tensor], *,
+           trace: bool, diagonal: bool) -> Tensor:
+    """The kernel's output, in the parameters' dtype: inputs may be integer token ids, whose
+    dtype would truncate the kernel."""
     shape: tuple[int, ...] = (b1,) if diagonal else (b1, b2)
     if not trace:
         shape = (*shape, d_y, d_y)
-    return torch.empty(shape, dtype=like.dtype, device=like.device)
+    dtype = next((p.dtype for p in params.values() if p.is_floating_point()), like.dtype)
+    return torch.empty(shape, dtype=dtype, device=like.device)
 
 
 def _place(out: Tensor, block: Tensor, s1: slice, s2: slice, *, diagonal: bool) -> None:
@@ -242,7 +246,7 @@ def structured_kernel(
             w = params[op.weight]
             per_example += (w.shape[1] + d_y * w.shape[0]) * itemsize
     chunk = chunk_size_for(4 * max(per_example, 1), max_memory_gb, n_items=max(len(x1), len(x2)))
-    out = _alloc(len(x1), len(x2), d_y, x1, trace=trace, diagonal=diagonal)
+    out = _alloc(len(x1), len(x2), d_y, x1, params, trace=trace, diagonal=diagonal)
     cache: dict[tuple[int, int], list] = {}
 
     def factors(x: Tensor, s: slice, key: int) -> list:
@@ -306,7 +310,7 @@ def jacobian_kernel(
     # Two chunks of rows are alive, each built with about as much vmap workspace again.
     per_example = 4 * d_y * n * x1.element_size()
     chunk = chunk_size_for(per_example, max_memory_gb, n_items=max(len(x1), len(x2)))
-    out = _alloc(len(x1), len(x2), d_y, x1, trace=trace, diagonal=diagonal)
+    out = _alloc(len(x1), len(x2), d_y, x1, params, trace=trace, diagonal=diagonal)
     current: tuple[int | None, Tensor | None] = (None, None)
     for s1, s2 in _pairs(len(x1), len(x2), chunk, diagonal=diagonal):
         if current[0] != s1.start:
@@ -373,7 +377,7 @@ def vp_kernel(
     # only spill the caches (see VP_MAX_TANGENTS).
     chunk = min(chunk, max(1, VP_MAX_TANGENTS // d_y))
     f_single = _single(fm)
-    out = _alloc(len(x1), len(x2), d_y, x1, trace=trace, diagonal=diagonal)
+    out = _alloc(len(x1), len(x2), d_y, x1, params, trace=trace, diagonal=diagonal)
 
     if diagonal:
 

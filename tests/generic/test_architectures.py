@@ -95,12 +95,8 @@ def test_tensor_c02(arch):
 
 
 @pytest.mark.parametrize("implementation", ["auto", "jacobian", "vp"])
-def test_empirical_ntk(arch, implementation, request):
+def test_empirical_ntk(arch, implementation):
     name, _, fm, x = arch
-    if name == "embedding_tied":
-        request.applymarker(pytest.mark.xfail(
-            strict=True, reason="weakcorr._ntk._alloc takes the kernel's dtype from x1: integer "
-            "token ids give an int64 (truncated) kernel"))
     K = empirical_ntk(fm, x, x[[1, 2]], lr=LR, implementation=implementation)
     J, J2 = _jac(fm, x), _jac(fm, x[[1, 2]])
     _close(K, LR * torch.einsum("aiN,bjN->abij", J, J2))

@@ -460,7 +460,8 @@ class _Sqrt(nn.Module):
         (lambda fm, X: C.diagonal(fm, X, orders=(), lr=LR), r"`orders` must be a non-empty"),
         (lambda fm, X: C.diagonal(fm, X, d=2, lr=LR, max_memory_gb=0), r"`max_memory_gb` must be"),
         (lambda fm, X: C.diagonal(fm, X, d=2, lr=LR, params={"w": X}), r"`params` must be a dict"),
-        (lambda fm, X: C.diagonal(fm.module, X, d=2, lr=LR), r"`fm` must be a weakcorr"),
+        (lambda fm, X: C.diagonal(fm.params, X, d=2, lr=LR),
+         r"`fm` must be a weakcorr FunctionalModel or an nn.Module, got dict"),
         (lambda fm, X: C.paper_estimate(fm, X, d=2, lr=LR, generator=None, normalization="x"),
          r"`normalization` must be one of"),
         (lambda fm, X: C.paper_estimate(fm, X, d=2, lr=LR, generator=None, params_per_layer=0),
@@ -558,3 +559,17 @@ def test_peak_rss_bytes_counts_own_allocations_not_the_parents_peak():
     if sys.platform.startswith("linux"):
         assert before < peak_rss_bytes() - 250 * 2**20  # not the parent's peak
     assert after - before >= 190 * 2**20
+
+
+def test_correlation_functions_take_a_module_as_its_functional_model():
+    """A plain nn.Module is converted at the edge (θ0 = its parameters): same numbers."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 2)).double()
+    x = torch.randn(3, 4, dtype=torch.float64)
+    fm = F.functional(m)
+    torch.testing.assert_close(C.diagonal(m, x, d=2, lr=0.1),
+                               C.diagonal(fm, x, d=2, lr=0.1), rtol=0, atol=0)
+    torch.testing.assert_close(C.tensor(m, x[:1], [x[1:2], x[2:]], lr=0.1),
+                               C.tensor(fm, x[:1], [x[1:2], x[2:]], lr=0.1), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"`fm` must be a weakcorr FunctionalModel or an nn.Module"):
+        C.diagonal("model", x, d=2, lr=0.1)
