@@ -274,20 +274,7 @@ def from_dict(raw: Any) -> A1Config:
 def _factory_model(m: Mapping[str, Any]) -> ModelSettings:
     """``model: {factory, kwargs, widths}``: checked as in sweep configs (the module is located
     and its source hashed, not imported; the command imports and checks it before any run)."""
-    mlp = [k for k in m if k not in ("widths", "factory", "kwargs", "source_sha256")]
-    if mlp:
-        raise ValueError(f"`model.{mlp[0]}` sets the built-in MLP, but `model.factory` gives the "
-                         f"family; remove {', '.join('model.' + k for k in mlp)} (options of your "
-                         "family go in model.kwargs)")
-    spec = m["factory"]
-    _factory.parse_spec(spec, name="model.factory")
-    kwargs = _factory.check_kwargs(m.get("kwargs") or {}, "model.kwargs")
-    sha = _factory.source_sha256(spec, name="model.factory")
-    if m.get("source_sha256") is not None and m["source_sha256"] != sha:
-        raise ValueError(f"`model.source_sha256` is {str(m['source_sha256'])[:12]!r}... but the "
-                         f"source of model.factory {spec!r} now hashes to {str(sha)[:12]!r}...: "
-                         "the factory was edited, which is a new protocol; remove "
-                         "model.source_sha256 and use a new --out")
+    spec, kwargs, sha = _factory.config_fields(m)
     return ModelSettings(widths=_widths("model.widths", m["widths"]), depths=(), activations=(),
                          factory=spec, kwargs=tuple(sorted(kwargs.items())), source_sha256=sha)
 

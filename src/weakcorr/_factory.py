@@ -375,3 +375,51 @@ def build(model_cfg: Mapping[str, Any], seed: int, *, name: str = "model.factory
     family = load(spec, model_cfg.get("kwargs") or {}, name=name,
                   kwargs_name=name.rpartition(".")[0] + ".kwargs" if "." in name else "kwargs")
     return make(family, int(model_cfg["width"]), seed, name=f"`{name}` {spec!r}")
+
+
+FACTORY_FIELDS = ("factory", "kwargs", "source_sha256")
+
+
+def config_fields(model: Mapping[str, Any]) -> tuple[str, dict[str, Any], str | None]:
+    """A config's ``model: {factory, kwargs, widths[, source_sha256]}`` section (sweep and A.1
+    configs alike), checked: ``(spec, kwargs, source sha256)``. The module is located and its
+    source hashed, not imported (the commands import and check it before any run).
+
+    Raises:
+        ValueError: a built-in MLP field beside ``model.factory``, a bad spec or kwargs, or a
+            ``model.source_sha256`` the source no longer hashes to (an edited factory).
+    """
+    mlp = [k for k in model if k not in ("widths", *FACTORY_FIELDS)]
+    if mlp:
+        raise ValueError(f"`model.{mlp[0]}` sets the built-in MLP, but `model.factory` gives the "
+                         f"family; remove {', '.join('model.' + k for k in mlp)} (options of your "
+                         "family go in model.kwargs)")
+    spec = model["factory"]
+    parse_spec(spec, name="model.factory")
+    kwargs = check_kwargs(model.get("kwargs") or {}, "model.kwargs")
+    sha = source_sha256(spec, name="model.factory")
+    given = model.get("source_sha256")
+    if given is not None and given != sha:
+        raise ValueError(f"`model.source_sha256` is {str(given)[:12]!r}... but the source of "
+                         f"model.factory {spec!r} now hashes to {str(sha)[:12]!r}...: the factory "
+                         "was edited, which is a new protocol; remove model.source_sha256 and "
+                         "use a new --out")
+    return spec, kwargs, sha
+
+
+def check_cli_flags(args: Any) -> None:
+    """``--model`` against the built-in MLP's flags (``diagnose``, ``correlations``): one family
+    or the other, ``--model-kwargs`` only with ``--model``.
+
+    Raises:
+        ValueError: naming the flag and the fix.
+    """
+    mlp_flags = [f"--{n}" for n in ("depth", "activation", "parameterization")
+                 if getattr(args, n) is not None]
+    if args.model is not None and mlp_flags:
+        raise ValueError(f"`{mlp_flags[0]}` sets the built-in MLP, but `--model` {args.model!r} "
+                         f"gives the family; drop {' '.join(mlp_flags)} (pass options of your "
+                         "family with --model-kwargs)")
+    if args.model is None and args.model_kwargs:
+        raise ValueError("`--model-kwargs` needs `--model` (they are passed to your factory); "
+                         "add --model MODULE:FUNCTION or drop --model-kwargs")

@@ -394,7 +394,7 @@ def _seeds(value: Any) -> tuple[int, ...]:
     return tuple(range(_int("seeds", value, minimum=1, maximum=MAX_SEEDS, why=_WHY_SEEDS)))
 
 
-_FACTORY_FIELDS = ("factory", "kwargs", "source_sha256")
+_FACTORY_FIELDS = ("factory", "kwargs", "source_sha256")  # _factory.FACTORY_FIELDS
 
 
 def _factory_model(raw: Mapping[str, Any]) -> ModelConfig:
@@ -403,21 +403,7 @@ def _factory_model(raw: Mapping[str, Any]) -> ModelConfig:
     imported and its signature checked before the first run (``experiments.check_data``)."""
     from . import _factory
 
-    mlp = [k for k in raw if k not in ("widths", *_FACTORY_FIELDS)]
-    if mlp:
-        raise ValueError(f"`model.{mlp[0]}` sets the built-in MLP, but `model.factory` gives the "
-                         f"family; remove {', '.join('model.' + k for k in mlp)} (options of your "
-                         "family go in model.kwargs)")
-    spec = raw["factory"]
-    _factory.parse_spec(spec, name="model.factory")
-    kwargs = _factory.check_kwargs(raw.get("kwargs") or {}, "model.kwargs")
-    sha = _factory.source_sha256(spec, name="model.factory")
-    given = raw.get("source_sha256")
-    if given is not None and given != sha:
-        raise ValueError(f"`model.source_sha256` is {str(given)[:12]!r}... but the source of "
-                         f"model.factory {spec!r} now hashes to {str(sha)[:12]!r}...: the factory "
-                         "was edited, which is a new protocol; remove model.source_sha256 and "
-                         "use a new --out")
+    spec, kwargs, sha = _factory.config_fields(raw)
     return ModelConfig(
         widths=_widths("model.widths", _required("model", raw, "widths", "[64, 128, 256]")),
         factory=spec, kwargs=tuple(sorted(kwargs.items())), source_sha256=sha)

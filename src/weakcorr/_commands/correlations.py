@@ -88,15 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import _corr_experiment as experiment
     from .. import _factory
 
-    mlp_flags = [f"--{n}" for n in ("depth", "activation", "parameterization")
-                 if getattr(args, n) is not None]
-    if args.model is not None and mlp_flags:
-        raise ValueError(f"`{mlp_flags[0]}` sets the built-in MLP, but `--model` {args.model!r} "
-                         f"gives the family; drop {' '.join(mlp_flags)} (pass options of your "
-                         "family with --model-kwargs)")
-    if args.model is None and args.model_kwargs:
-        raise ValueError("`--model-kwargs` needs `--model` (they are passed to your factory); "
-                         "add --model MODULE:FUNCTION or drop --model-kwargs")
+    _factory.check_cli_flags(args)
     kwargs = _factory.parse_kwargs(args.model_kwargs)
     config = experiment.CorrelationSweep(
         widths=tuple(args.width), depth=2 if args.depth is None else args.depth,

@@ -90,15 +90,7 @@ def _check_flags(args: argparse.Namespace) -> None:
     from .. import _diagnose, _factory, models
     from ..asymptotics import MIN_NS, MIN_SAMPLES
 
-    mlp_flags = [f"--{n}" for n in ("depth", "activation", "parameterization")
-                 if getattr(args, n) is not None]
-    if args.model is not None and mlp_flags:
-        raise ValueError(f"`{mlp_flags[0]}` sets the built-in MLP, but `--model` {args.model!r} "
-                         f"gives the family; drop {' '.join(mlp_flags)} (pass options of your "
-                         "family with --model-kwargs)")
-    if args.model is None and args.model_kwargs:
-        raise ValueError("`--model-kwargs` needs `--model` (they are passed to your factory); "
-                         "add --model MODULE:FUNCTION or drop --model-kwargs")
+    _factory.check_cli_flags(args)
     if args.model is None and args.no_flatten:
         raise ValueError("`--no-flatten` needs `--model`: the built-in MLP takes flat inputs; "
                          "add --model MODULE:FUNCTION (e.g. a CNN) or drop --no-flatten")
