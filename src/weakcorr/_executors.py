@@ -80,7 +80,7 @@ def lost_outcomes(task: Any, error: str) -> list[Any]:
     Raises:
         WorkerLostError: if ``task`` is not a :class:`weakcorr.sweep.RunTask`.
     """
-    from .sweep import RunOutcome, RunTask, _failed_record
+    from ._tasks import RunOutcome, RunTask, _failed_record
 
     if not isinstance(task, RunTask):
         raise WorkerLostError(error)
@@ -328,7 +328,7 @@ class _Threaded:
 def _run_records(runner: Any, configs: Sequence[Mapping[str, Any]], device: str | None,
                  n_threads: int | None) -> list[dict[str, Any]]:
     """Worker side of ``collect=True``: the runner's records (errors → ``failed`` records)."""
-    from .sweep import _failed_record
+    from ._tasks import _failed_record
 
     _set_threads(n_threads)
     start = time.perf_counter()
@@ -357,7 +357,7 @@ class _Replay:
 
 def _claim_here(task: Any) -> tuple[Any, list[Any]]:
     """Claim the runs of ``task`` in this process: (the task reduced to them, the others)."""
-    from .sweep import RunOutcome, RunTask
+    from ._tasks import RunOutcome, RunTask
 
     if not isinstance(task, RunTask):
         raise TypeError(f"`collect=True` needs sweep tasks (RunTask), got {type(task).__name__}")
@@ -606,7 +606,7 @@ def make_executor(kind: str = "auto", *, workers: int = 1, scheduler: str | None
         if workers != 1:
             raise ValueError(f"`--workers` must be 1 with --executor inprocess, got {workers}; "
                              "use --executor local for worker processes")
-        from .sweep import InProcessExecutor
+        from ._tasks import InProcessExecutor
 
         return InProcessExecutor()
     if kind == "local":

@@ -38,7 +38,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import torch
 
@@ -46,6 +46,17 @@ from . import config as _config
 from ._claims import ClaimingRunStore
 from ._executors import DaskExecutor, DaskLocalExecutor, SupervisedPoolExecutor
 from ._files import check_writable_dir
+from ._tasks import (  # noqa: F401 - re-exported: weakcorr.sweep.RunTask etc.
+    Executor,
+    InProcessExecutor,
+    PerRun,
+    R,
+    RunOutcome,
+    RunTask,
+    Runner,
+    T,
+    _failed_record,
+)
 from .results import (FINISHED, MANIFEST, PROTOCOL, RunStore, check_protocol, claim_protocol,
                       protocol_changes, read_json, run_id)
 
@@ -55,53 +66,6 @@ __all__ = [
     "SweepPlan", "SweepSummary", "check_out_dir", "execute_all", "execute_task", "plan",
     "run_sweep", "seed_batches",
 ]
-
-T = TypeVar("T")
-R = TypeVar("R")
-
-
-class Runner(Protocol):
-    """Trains runs that differ only in their seed; returns one record per config, in order.
-
-    A record is a :meth:`weakcorr.train.RunResult.to_dict` mapping (``status``, ``metrics``,
-    ``logs``, ...). A runner must be picklable (a module-level function or class instance) to
-    run on a process pool.
-    """
-
-    def __call__(self, configs: Sequence[Mapping[str, Any]], *, device: str | None
-                 ) -> list[dict[str, Any]]: ...
-
-
-@dataclass(frozen=True)
-class PerRun:
-    """Adapts ``fn(config, *, device) -> record`` (one run at a time) to :class:`Runner`."""
-
-    fn: Callable[..., dict[str, Any]]
-
-    def __call__(self, configs: Sequence[Mapping[str, Any]], *, device: str | None
-                 ) -> list[dict[str, Any]]:
-        return [self.fn(c, device=device) for c in configs]
-
-
-class Executor(Protocol):
-    """Runs ``fn`` on every task and yields the results as they complete (any order)."""
-
-    def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]: ...
-
-    def shutdown(self) -> None: ...
-
-
-class InProcessExecutor:
-    """Runs tasks one after another in this process."""
-
-    def map_unordered(self, fn: Callable[[T], R], tasks: Sequence[T]) -> Iterator[R]:
-        """Yield ``fn(task)`` for each task, in order."""
-        for task in tasks:
-            yield fn(task)
-
-    def shutdown(self) -> None:
-        """Nothing to release."""
-
 
 def _init_worker(n_threads: int) -> None:
     torch.set_num_threads(n_threads)
@@ -143,41 +107,6 @@ class LocalPoolExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-
-
-@dataclass(frozen=True)
-class RunTask:
-    """Runs that execute together: one run, or several seeds of one (width, α).
-
-    ``batch``: every config the runner trains together, when that is more than the runs to
-    write (``run_ids``/``configs``): a seed batch is fixed by the grid (:func:`seed_batches`),
-    so a run keeps its batch partners when they are done already or claimed by another
-    sweep; their records are computed again and dropped. Empty: the runner trains ``configs``.
-    """
-
-    store: RunStore
-    run_ids: tuple[str, ...]
-    configs: tuple[dict[str, Any], ...]
-    runner: Runner
-    device: str | None = None
-    batch: tuple[dict[str, Any], ...] = ()
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What happened to one run of a task."""
-
-    run_id: str
-    status: str  # "ok" | "diverged" | "failed" | "claimed-elsewhere"
-    wall_time_s: float | None = None
-    error: str | None = None
-
-
-def _failed_record(cfg: Mapping[str, Any], error: str, wall: float, device: str | None
-                   ) -> dict[str, Any]:
-    return {"status": "failed", "error": error, "diverged_step": None, "metrics": {}, "logs": [],
-            "seed": cfg.get("seed"), "wall_time_s": wall, "device": device,
-            "dtype": (cfg.get("training") or {}).get("dtype")}  # A.1: training may be None
 
 
 def execute_task(task: RunTask) -> list[RunOutcome]:
