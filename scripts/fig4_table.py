@@ -7,7 +7,7 @@ moves which slope (difference of two independent fits, CI from their half-widths
 quadrature), and the float32 / float64 ratio run by run (same seeds: the same networks and
 batches).
 
-    python scripts/fig4_table.py [--results results] [--markdown]
+    python scripts/fig4_table.py [--results results] [--figure docs/fig4_precision.png]
 """
 
 from __future__ import annotations
@@ -67,11 +67,57 @@ def _by_alpha(fits: pd.DataFrame) -> dict[float, pd.Series]:
     return {round(float(r["alpha"]), 6): r for _, r in fits.iterrows()}
 
 
+def precision_figure(root: pathlib.Path, save_to: str) -> None:
+    """α = −1 (and α = 0) MSE_test against width over both width ranges, float32 and float64:
+    geometric means over seeds, every seed as a small marker."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from weakcorr import plots
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    series = [("cpu-widths", "float32", -1.0, "o"), ("paper-widths-cpu", "float32", -1.0, "o"),
+              ("paper-widths-cpu-float64", "float64", -1.0, "s"),
+              ("cpu-widths", "float32", 0.0, "o"), ("paper-widths-cpu", "float32", 0.0, "o")]
+    labelled = set()
+    for name, dtype, alpha, marker in series:
+        got = fits_of(root, name)
+        if got is None:
+            continue
+        t = got[0]
+        t = t[(t["status"] == "ok") & ((t["alpha"] - alpha).abs() < 1e-8)]
+        if t.empty:
+            continue
+        colour = plots.alpha_color(alpha)
+        face = colour if dtype == "float32" else "white"
+        g = t.groupby("width")["mse_test"].apply(lambda v: float(np.exp(np.log(v).mean())))
+        label = f"α = {alpha:g}, {dtype}"
+        ax.scatter(t["width"], t["mse_test"], s=8, color=colour, alpha=0.35)
+        ax.plot(g.index, g.values, marker=marker, color=colour, mfc=face, ls="-" if
+                dtype == "float32" else "--", label=None if label in labelled else label)
+        labelled.add(label)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("width n")
+    ax.set_ylabel("MSE_test(f, f_lin) (Eq. 30)")
+    ax.set_title("float32 against float64 on MNIST-5k (250 steps, lr = 0.1·n^α)")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(save_to, dpi=130)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", default="results")
+    ap.add_argument("--figure", default=None, metavar="PNG",
+                    help="also draw the float32/float64 figure of docs/fig4.md to PNG")
     args = ap.parse_args()
     root = pathlib.Path(args.results)
+    if args.figure:
+        precision_figure(root, args.figure)
     alphas = sorted(PAPER, reverse=True)
     header = "| sweep | runs (diverged) | " + " | ".join(f"α = {a:g}" for a in alphas) + " |"
     lines = [header, "|" + "---|" * (len(alphas) + 2)]
