@@ -281,15 +281,23 @@ def _records(root: str | os.PathLike[str], *, unlisted: bool = False) -> list[di
     """The A.1 records of ``root``, all of them, as the A.2 report takes every run present;
     ``unlisted=True``: only those not in its ``sweep.json`` (a directory of a version before
     sweep.json kept every sweep's run ids lists only its latest sweep's)."""
+    return _scan(root, unlisted=unlisted)[0]
+
+
+def _scan(root: str | os.PathLike[str], *, unlisted: bool = False
+          ) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """:func:`_records` and the corrupt run files (name -> why) that are not of another kind."""
     store = RunStore(root)
     if not store.run_ids():
         raise FileNotFoundError(f"no run files in {os.fspath(root)!r} (expected "
                                 f"{os.fspath(store.runs_dir)}/<run_id>.json from `weakcorr a1`)")
-    recs = [r for r in store.records() if r.get("kind") == "a1"]
+    good, bad = store.scan()
+    corrupt = {c.name: c.reason for c in bad if c.kind in (None, "a1")}
+    recs = [r for r in good if r.get("kind") == "a1"]
     if not unlisted:
-        return recs
+        return recs, corrupt
     listed = set((store.read_manifest() or {}).get("run_ids") or [])
-    return [r for r in recs if listed and r.get("run_id") not in listed]
+    return [r for r in recs if listed and r.get("run_id") not in listed], corrupt
 
 
 def load_table(root: str | os.PathLike[str]) -> pd.DataFrame:
@@ -298,11 +306,14 @@ def load_table(root: str | os.PathLike[str]) -> pd.DataFrame:
     Raises:
         FileNotFoundError: no run files in ``root``.
     """
-    rows = [_row(r) for r in _records(root)]
-    df = pd.DataFrame(rows)
+    recs, corrupt = _scan(root)
+    df = pd.DataFrame([_row(r) for r in recs])
     if df.empty:
-        return pd.DataFrame(columns=["run_id", "status", *_KEYS, "width", "seed"])
-    return df.sort_values([*_KEYS, "width", "seed"], ignore_index=True)
+        df = pd.DataFrame(columns=["run_id", "status", *_KEYS, "width", "seed"])
+    else:
+        df = df.sort_values([*_KEYS, "width", "seed"], ignore_index=True)
+    df.attrs["corrupt"] = corrupt  # file name -> why (results.RunStore.scan), listed in reports
+    return df
 
 
 def load_curves(root: str | os.PathLike[str]) -> pd.DataFrame:
@@ -529,6 +540,10 @@ def write_report(root: str | os.PathLike[str], *, n_boot: int = 2000,
                   "ids); they are included"]
     for name, why in (manifest.get("skipped_datasets") or {}).items():
         lines += [f"- dataset `{name}` skipped: {why}"]
+    corrupt = table.attrs.get("corrupt") or {}
+    if corrupt:
+        lines += [f"- {len(corrupt)} corrupt run file(s) skipped (`weakcorr a1` redoes them): "
+                  + "; ".join(f"{n}: {why}" for n, why in sorted(corrupt.items())[:20])]
     if len(table) and "n_params" in table.columns:
         big = table[table["width"] == table["width"].max()]
         cols = [c for c in ("exact_s", "paper_s", "norms_s", "hessian_s", "training_s",

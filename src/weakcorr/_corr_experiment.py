@@ -29,7 +29,7 @@ from . import __version__, _factory
 from . import correlations as C
 from . import data as _data
 from . import models as _models
-from ._files import atomic_open, check_writable_dir
+from ._files import atomic_open, check_writable_dir, ensure_dir
 from .fits import loglog_slope
 from .functional import functional
 
@@ -393,16 +393,31 @@ def run_sweep(
 
 
 def _existing(path: Path | None, config: CorrelationSweep, width: int) -> dict[str, Any] | None:
+    """The finished record at ``path``, or None to recompute it. A file that is not a record
+    (unreadable, a 100,000-deep JSON, not a mapping) is moved to ``corrupt/`` beside it, never
+    deleted or overwritten, as sweeps do with their run files."""
     if path is None or not path.exists():
         return None
     try:
         record = json.loads(path.read_text())
-    except Exception:  # noqa: BLE001 - any unreadable record (a 100,000-deep JSON too) is redone
+    except Exception:  # noqa: BLE001 - any unreadable record (RecursionError too) is redone
+        record = None
+    if not isinstance(record, dict):
+        _set_aside(path)
         return None
-    if not isinstance(record, dict) or record.get("status") != "ok" or (
-            record.get("config") != _config_key(config, width)):
+    if record.get("status") != "ok" or record.get("config") != _config_key(config, width):
         return None
     return record
+
+
+def _set_aside(path: Path) -> Path:
+    import datetime
+    import uuid
+
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    dest = ensure_dir(path.parent / "corrupt") / f"{path.name}.{stamp}-{uuid.uuid4().hex[:6]}"
+    os.rename(path, dest)
+    return dest
 
 
 def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -297,3 +297,22 @@ def test_worker_killed_mid_run_is_recorded_failed_and_the_rest_go_on(tmp_path):
     failed = [r for r in RunStore(tmp_path).records() if r["status"] == "failed"]
     assert len(failed) == 1 and failed[0]["config"]["model"]["width"] == 8
     assert "died" in failed[0]["error"]
+
+
+def test_report_lists_and_skips_corrupt_records(swept, tmp_path):
+    """A run file that is not a valid record is named in report.md with its reason and left out
+    of the fits (as the A.2 report does), not a crash or a silent gap."""
+    import shutil
+
+    _, out, _, _ = swept
+    copy = tmp_path / "a1"
+    shutil.copytree(out, copy)
+    victim = sorted((copy / "runs").glob("*.json"))[0]
+    victim.write_text("{not json")
+    table = _a1_report.load_table(copy)
+    assert victim.stem not in set(table["run_id"]) and len(table) > 0
+    assert list(table.attrs["corrupt"]) == [victim.name]
+    _a1_report.write_report(copy, n_boot=50)
+    md = (copy / "report.md").read_text()
+    assert (f"- 1 corrupt run file(s) skipped (`weakcorr a1` redoes them): {victim.name}: "
+            "unreadable (JSONDecodeError") in md

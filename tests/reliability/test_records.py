@@ -251,7 +251,8 @@ def test_a_run_redone_alone_gets_the_bits_of_its_batch(tmp_path):
 
 def test_correlations_recompute_corrupt_records(tmp_path, capsys):
     """A 100,000-deep JSON or a list in a correlations record was a RecursionError /
-    AttributeError traceback in `weakcorr correlations`; now the record is recomputed."""
+    AttributeError traceback in `weakcorr correlations`; now the file is moved to corrupt/ and
+    the record recomputed."""
     out = tmp_path / "corr"
     out.mkdir()
     (out / "corr_w4_s0.json").write_text(_deep(100_000))
@@ -262,6 +263,9 @@ def test_correlations_recompute_corrupt_records(tmp_path, capsys):
     assert cli.main(args) == 0, capsys.readouterr().err
     for s in (0, 1):
         assert json.loads((out / f"corr_w4_s{s}.json").read_text())["status"] == "ok"
+    kept = sorted((out / "corrupt").iterdir())  # moved aside, never overwritten
+    assert [p.name.split(".json.")[0] for p in kept] == ["corr_w4_s0", "corr_w4_s1"]
+    assert kept[1].read_text() == "[1, 2]" and kept[0].stat().st_size > 100_000
 
 
 @pytest.mark.slow  # 2 torch threads: slow on a loaded machine

@@ -321,3 +321,22 @@ def test_empty_out_is_refused_by_every_command(argv, tmp_path, monkeypatch, caps
     monkeypatch.chdir(tmp_path)
     assert cli.main([*argv, "--out", ""]) == 2
     assert "is empty ('')" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_a1_workers_above_the_cpu_count_need_force(tmp_path, monkeypatch, capsys):
+    """`a1 --workers` has sweep's cap (64 workers on 2 cores only thrash), before any work."""
+    from weakcorr import _a1_report
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    args = ["a1", "a1-demo", "--out", str(tmp_path / "o"), "--quiet"]
+    assert cli.main([*args, "--workers", "64"]) == 2
+    assert ("`--workers` 64 is more than this machine's 2 CPU(s); each worker trains on its own "
+            "CPU, so pass --workers 2 or fewer (or add --force-workers)") in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+    def stop(*a, **kw):
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(_a1_report, "run_a1", stop)
+    assert cli.main([*args, "--workers", "64", "--force-workers"]) == 2
+    assert "stop here" in capsys.readouterr().err

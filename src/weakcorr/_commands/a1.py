@@ -59,7 +59,10 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--no-flatten", action="store_true",
                    help="keep images as [N, C, H, W] (for --model CNNs; data.flatten: false)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
-                   help="local worker processes (default 1)")
+                   help="local worker processes (default 1; at most the CPU count unless "
+                   "--force-workers)")
+    p.add_argument("--force-workers", action="store_true",
+                   help="allow --workers above this machine's CPU count")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--retry-failed", action="store_true", help="redo runs that failed")
     p.add_argument("--report-only", action="store_true",
@@ -84,10 +87,9 @@ def _check_family(cfg: Any, name: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .. import _a1, _a1_report, _factory
-    from .sweep import progress_bar, summary_line
+    from .sweep import check_workers, progress_bar, summary_line
 
-    if args.workers < 1:
-        raise ValueError(f"`--workers` must be >= 1, got {args.workers}")
+    check_workers(args.workers, force=args.force_workers)
     if args.device not in ("cpu", "cuda") and not args.device.startswith("cuda:"):
         raise ValueError(f"`--device` must be cpu or cuda, got {args.device!r}")
     summary = None
