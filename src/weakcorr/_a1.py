@@ -39,6 +39,7 @@ import torch
 
 from . import __version__, _factory, _limits, data, models, train
 from . import correlations as C
+from ._files import expand_user
 from ._inputs import clip, describe, read_config_text
 from .config import (MAX_DEPTH, MAX_SAMPLES, MAX_STEPS, _bool, _fail, _float, _int, _mapping,
                      _read_yaml, _seeds, _widths)
@@ -224,7 +225,7 @@ def from_dict(raw: Any) -> A1Config:
         n_train=_int("data.n_train", d.get("n_train", 160), minimum=1, maximum=MAX_SAMPLES),
         n_test=_int("data.n_test", d.get("n_test", 32), minimum=1, maximum=MAX_SAMPLES),
         seed=_int("data.seed", d.get("seed", 0), minimum=0),
-        data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
+        data_dir=None if data_dir is None else str(expand_user(data_dir, "data.data_dir")),
         flatten=_bool("data.flatten", d.get("flatten", True)),
     )
     if not data_.flatten and model.factory is None:

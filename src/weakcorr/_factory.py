@@ -31,6 +31,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._files import expand_user
+
 __all__ = ["Family", "FactoryTypeError", "as_family", "check_kwargs", "check_member",
            "check_signature", "identity", "load", "make", "parse_kwargs", "parse_spec",
            "source_sha256"]
@@ -136,7 +138,7 @@ def parse_spec(spec: str, *, name: str = "--model") -> tuple[str, str]:
 def _source_path(where: str, *, name: str) -> pathlib.Path | None:
     """The source file of a module or path spec, without executing the module (None: unknown)."""
     if where.endswith(".py"):
-        path = pathlib.Path(where).expanduser()
+        path = expand_user(where, name)
         if not path.is_file():
             raise ValueError(f"`{name}`: no file {where!r} (relative to the current directory "
                              f"{os.getcwd()!r}); give an existing .py file, {_EXAMPLE}")

@@ -43,6 +43,21 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
+def expand_user(path: str | os.PathLike[str], name: str) -> pathlib.Path:
+    """``path`` with a leading ``~`` or ``~user`` expanded.
+
+    Raises:
+        ValueError: naming ``name`` when the home directory cannot be found (``~nosuchuser``,
+            or no HOME): pathlib raises a bare RuntimeError there.
+    """
+    try:
+        return pathlib.Path(path).expanduser()
+    except RuntimeError:
+        shown = str(path)[:80]
+        raise ValueError(f"`{name}` is {shown!r}, whose home directory ('~...') is unknown on "
+                         "this machine; give the folder as an absolute or relative path") from None
+
+
 def with_path(err: OSError, path: str | os.PathLike[str]) -> OSError:
     """``err`` with ``path`` as its file name if it names none (a full disk says only
     "No space left on device"); the CLI prints the path from it."""

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _inputs
+from ._files import expand_user
 
 __all__ = [
     "Activation", "DataConfig", "ExecutionConfig", "LoggingConfig", "Loss", "ModelConfig",
@@ -466,7 +467,7 @@ def _data(raw: Any) -> DataConfig:
                      maximum=MAX_SAMPLES, why=_WHY_SAMPLES),
         n_test=_int("data.n_test", _required("data", raw, "n_test", "1000"), minimum=1,
                     maximum=MAX_SAMPLES, why=_WHY_SAMPLES),
-        data_dir=None if data_dir is None else str(pathlib.Path(data_dir).expanduser()),
+        data_dir=None if data_dir is None else str(expand_user(data_dir, "data.data_dir")),
         seed=_int("data.seed", raw.get("seed", 0), minimum=0, maximum=MAX_SEED,
                   why="it seeds numpy's generator, as seeds seed torch's"),
         options=_data_options(raw.get("options"), raw.get("name", "mnist5k")),

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from . import _idx
+from ._files import expand_user
 # Dataset lives below weakcorr.train (which takes it); data given the PyTorch way ((train, test)
 # of Datasets, DataLoaders or (X, Y) tuples) goes through as_dataset.
 from ._torchdata import Dataset, as_dataset
@@ -129,7 +130,7 @@ def load(
                 f"`data_dir` is required for dataset {name!r}, got None: pass the folder that "
                 "holds its files, e.g. data_dir='~/data/mnist' (weakcorr never downloads)."
             )
-        folder = pathlib.Path(data_dir).expanduser()
+        folder = expand_user(data_dir, "data_dir")
         read = _idx.read_cifar10 if kind is DatasetName.CIFAR10 else _idx.read_idx_split
         (x_tr, y_tr), (x_te, y_te) = read(folder, "train"), read(folder, "test")
         if classes is not None:

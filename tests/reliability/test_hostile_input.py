@@ -350,3 +350,13 @@ def test_hostile_a1_config(capsys, tmp_path, text, overrides, needles):
     assert len(lines) == 1 and lines[0].startswith("weakcorr a1: error: "), captured.err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.mark.parametrize("item", ["data.data_dir=~{", "data.data_dir=~no_such_user_x/mnist"])
+def test_unknown_home_directory_is_a_clean_error(item):
+    """pathlib's expanduser raises a bare RuntimeError for an unknown ~user (found by the
+    20,000-case --set fuzz): a one-line error naming the field instead."""
+    from weakcorr import config
+
+    with pytest.raises(ValueError, match=r"`data.data_dir` is '~.*whose home directory"):
+        config.load("demo", [item, "data.name=mnist"])
