@@ -11,6 +11,8 @@ nesting, strings) placed at random fields of a valid config, and arithmetic-look
 
 from __future__ import annotations
 
+import os
+
 import contextlib
 import pathlib
 import tempfile
@@ -134,7 +136,10 @@ def _check_expression(expr: str) -> None:
 
 FAST = settings(max_examples=100, deadline=None, database=None, derandomize=True,
                 suppress_health_check=list(HealthCheck))
+# The slow 20,000 cases are the same on every run (CI must not fail by the luck of the draw);
+# WEAKCORR_FUZZ_RANDOM=1 draws new ones, to look for new failures (one found ~{ in data_dir).
 SLOW = settings(max_examples=20_000 // 3 + 1, deadline=None, database=None,
+                derandomize=os.environ.get("WEAKCORR_FUZZ_RANDOM") != "1",
                 suppress_health_check=list(HealthCheck))
 
 
