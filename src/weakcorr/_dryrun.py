@@ -32,18 +32,25 @@ from typing import Any
 __all__ = ["DryRun", "dry_run", "format_dry_run", "run_flops"]
 
 
-def _layer_dims(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> list[tuple[int, int]]:
+def _weights(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> int:
+    """``P``: the entries of the MLP's weight matrices (biases left out)."""
     m = run_cfg["model"]
     dims = [d_in, *([m["width"]] * m["depth"]), d_out]
-    return list(zip(dims[:-1], dims[1:], strict=True))
+    return sum(a * b for a, b in zip(dims[:-1], dims[1:], strict=True))
+
+
+def _step_flops(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> float:
+    """``12·B·P``: one paired SGD step (f forward and backward, f_lin's tangent pass and vjp)."""
+    t, d = run_cfg["training"], run_cfg["data"]
+    batch = d["n_train"] if t.get("full_batch") else t["batch_size"]
+    return 12.0 * batch * _weights(run_cfg, d_in, d_out)
 
 
 def run_flops(run_cfg: Mapping[str, Any], d_in: int, d_out: int) -> float:
     """Floating-point operations of one paired run of an MLP run config (the model above)."""
     t, lg, d = run_cfg["training"], run_cfg["logging"], run_cfg["data"]
-    p = sum(a * b for a, b in _layer_dims(run_cfg, d_in, d_out))
-    batch = d["n_train"] if t.get("full_batch") else t["batch_size"]
-    flops = 12.0 * batch * p * t["steps"]
+    p = _weights(run_cfg, d_in, d_out)
+    flops = _step_flops(run_cfg, d_in, d_out) * t["steps"]
     if lg.get("eval_every"):
         flops += 4.0 * d["n_test"] * p * (t["steps"] // lg["eval_every"])
     return flops + 4.0 * (d["n_train"] + d["n_test"]) * p
@@ -139,10 +146,11 @@ def dry_run(cfg: Any, *, out_dir: str | None = None, workers: int = 1, device: s
         raise ValueError("`--dry-run` estimates the built-in MLP from its shape; a model.factory "
                          "sweep has no FLOP model here: time one run instead (--set seeds=1 "
                          "--set model.widths=[W] --set training.steps=10)")
-    done = 0
+    finished: list[bool] = [False] * len(runs)  # each record read once
     if out_dir is not None and (pathlib.Path(out_dir) / "runs").is_dir():
         store = RunStore(out_dir)
-        done = sum(store.state(run_id(c)) in ("ok", "diverged") for c in runs)
+        finished = [store.state(run_id(c)) in ("ok", "diverged") for c in runs]
+    done = sum(finished)
     ds = experiments.load_data(runs[0]["data"], runs[0]["training"]["dtype"])
     d_in, d_out = int(ds.X_train[0].numel()), int(ds.Y_train.shape[1])
     first = {r["model"]["width"]: r for r in reversed(runs)}
@@ -150,10 +158,7 @@ def dry_run(cfg: Any, *, out_dir: str | None = None, workers: int = 1, device: s
     steps = runs[0]["training"]["steps"]
 
     def step_flops(w: int) -> float:
-        r = first[w]
-        t = r["training"]
-        batch = r["data"]["n_train"] if t.get("full_batch") else t["batch_size"]
-        return 12.0 * batch * sum(a * b for a, b in _layer_dims(r, d_in, d_out))
+        return _step_flops(first[w], d_in, d_out)
 
     calib: list[dict[str, Any]] = []
     c0, rate = 0.0, math.inf
@@ -177,16 +182,14 @@ def dry_run(cfg: Any, *, out_dir: str | None = None, workers: int = 1, device: s
     total_s = 0.0
     flops_to_run = 0.0
     todo_by_width: dict[int, int] = dict.fromkeys(widths, 0)
-    store = RunStore(out_dir) if done else None
-    for r in runs:
-        if store is None or store.state(run_id(r)) not in ("ok", "diverged"):
-            todo_by_width[r["model"]["width"]] += 1
+    for r, is_done in zip(runs, finished, strict=True):
+        todo_by_width[r["model"]["width"]] += not is_done
     for w in widths:
         f_run = run_flops(first[w], d_in, d_out)
         s_run = (steps * (c0 + step_flops(w) / rate) + _fixed_s(calib, w)) if calibrate \
             else math.nan
         per_width.append({
-            "width": w, "params": sum(a * b for a, b in _layer_dims(first[w], d_in, d_out)),
+            "width": w, "params": _weights(first[w], d_in, d_out),
             "gflop_per_run": f_run / 1e9, "s_per_run": s_run,
             "mib_per_run": estimate_run_bytes(first[w], d_in, d_out, seeds=_seeds_together(
                 cfg, w)) / 2**20,
